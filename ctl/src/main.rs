@@ -1,0 +1,104 @@
+//! `ctl`: the operator's CLI for clusters described by one cluster.yaml.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use cluster_common::config::ClusterConfig;
+use cluster_common::telemetry::{self, LogFormat};
+use ctl::output::Format;
+use ctl::pki::Outcome;
+
+/// Stand up a kubeadm cluster on a set of VMs through the agents baked into them.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The cluster description (hosts, IPs, CIDRs, versions).
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "cluster.yaml",
+        env = "CLUSTER_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The cluster's identities: CA, one certificate per host, the admin certificate.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Ask every agent for its host facts (OS, kernel, CPUs, memory, swap) in parallel.
+    /// Exits non-zero when an agent is unreachable.
+    Facts {
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create the CA and every identity that is missing, under pkiDir (default `pki/` next to
+    /// cluster.yaml). Existing files are kept unless --force.
+    Init {
+        /// Replace the whole PKI, CA included. Every agent then needs its new identity.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(LogFormat::Plain, "warn");
+    telemetry::install_crypto_provider();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = ClusterConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Pki {
+            command: PkiCommand::Init { force },
+        } => {
+            for outcome in ctl::pki::init(&config, force)? {
+                match outcome {
+                    Outcome::Created(p) => eprintln!("created {}", p.display()),
+                    Outcome::Kept(p) => eprintln!("kept    {}", p.display()),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Facts { output } => {
+            let agents = ctl::agents::Agents::new(&config)?;
+            let rows = ctl::facts::gather(&config, &agents).await;
+            print!("{}", ctl::facts::render(&rows, output)?);
+            for r in rows.iter().filter(|r| !r.reachable) {
+                let why = r.error.as_deref().unwrap_or("no answer");
+                eprintln!(
+                    "{}: agent at {}:{} unreachable: {why}",
+                    r.name, r.ip, config.agent_port
+                );
+            }
+            let down = rows.iter().filter(|r| !r.reachable).count();
+            if down > 0 {
+                eprintln!("{down} of {} agents unreachable", rows.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The `Host` service served by every agent.
+
+use std::pin::Pin;
+
+use agent_proto::v1;
+use cluster_common::Identity;
+use cluster_common::config::HostRole;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::{AgentContext, Error, facts};
+
+/// A stream of step events, as every streamed RPC returns.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<v1::StepEvent, Status>> + Send>>;
+
+/// `Host` on top of an agent context.
+#[derive(Debug, Clone)]
+pub struct HostService {
+    ctx: AgentContext,
+}
+
+impl HostService {
+    /// A Host service for this agent.
+    pub fn new(ctx: AgentContext) -> Self {
+        Self { ctx }
+    }
+}
+
+fn proto_role(role: HostRole) -> v1::Role {
+    match role {
+        HostRole::Master => v1::Role::Master,
+        HostRole::Node => v1::Role::Node,
+    }
+}
+
+#[tonic::async_trait]
+impl agent_proto::Host for HostService {
+    #[tracing::instrument(skip_all, fields(host = %self.ctx.host.name))]
+    async fn facts(
+        &self,
+        request: Request<v1::FactsRequest>,
+    ) -> Result<Response<v1::FactsResponse>, Status> {
+        Identity::of_request(&request)
+            .and_then(|id| id.require_admin("read host facts"))
+            .map_err(Error::from)?;
+        let root = self.ctx.root.clone();
+        let facts = tokio::task::spawn_blocking(move || facts::gather(&root))
+            .await
+            .map_err(|e| Status::internal(format!("facts task failed: {e}")))?;
+        Ok(Response::new(facts.into_proto(
+            self.ctx.host.name.as_str(),
+            proto_role(self.ctx.host.role),
+            self.ctx.host.ip.to_string(),
+        )))
+    }
+
+    type PrepareStream = EventStream;
+
+    #[tracing::instrument(skip_all, fields(host = %self.ctx.host.name))]
+    async fn prepare(
+        &self,
+        request: Request<v1::PrepareRequest>,
+    ) -> Result<Response<Self::PrepareStream>, Status> {
+        Identity::of_request(&request)
+            .and_then(|id| id.require_admin("prepare the host"))
+            .map_err(Error::from)?;
+        Err(Error::NotImplemented("Host.Prepare").into())
+    }
+
+    type ResetStream = EventStream;
+
+    #[tracing::instrument(skip_all, fields(host = %self.ctx.host.name))]
+    async fn reset(
+        &self,
+        request: Request<v1::ResetRequest>,
+    ) -> Result<Response<Self::ResetStream>, Status> {
+        Identity::of_request(&request)
+            .and_then(|id| id.require_admin("reset the host"))
+            .map_err(Error::from)?;
+        Err(Error::NotImplemented("Host.Reset").into())
+    }
+}

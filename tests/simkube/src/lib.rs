@@ -1,0 +1,1 @@
+//! Simulated Kubernetes API server for the test world (filled by the simulated-cluster issue).
