@@ -8,6 +8,8 @@
 //! `proc/meminfo`, `proc/cpuinfo`; what has no file there comes from `sysinfo`.
 
 pub mod error;
+pub mod events;
+pub mod exec;
 pub mod facts;
 pub mod host_service;
 pub mod server;
