@@ -8,3 +8,28 @@ pub mod control_plane;
 pub mod error;
 
 pub use error::{Error, Result};
+
+use cluster_common::tls::TlsMaterial;
+use node_agent::AgentContext;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the master agent (Host + ControlPlane) on `listener` until `shutdown` is cancelled.
+/// `main` is a thin wrapper around this; tests run it in-process.
+pub async fn serve(
+    ctx: AgentContext,
+    tls: &TlsMaterial,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let host =
+        agent_proto::HostServer::new(node_agent::host_service::HostService::new(ctx.clone()));
+    let cp = agent_proto::ControlPlaneServer::new(control_plane::ControlPlaneService::new(ctx));
+    node_agent::server::serve(
+        tls,
+        |mut s| s.add_service(host).add_service(cp),
+        listener,
+        shutdown,
+    )
+    .await
+}

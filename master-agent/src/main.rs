@@ -8,9 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use cluster_common::config::HostRole;
 use cluster_common::telemetry;
-use master_agent::control_plane::ControlPlaneService;
-use node_agent::host_service::HostService;
-use node_agent::{AgentContext, AgentOptions, server};
+use node_agent::{AgentContext, AgentOptions};
 
 /// The agent on the control-plane VM.
 #[derive(Debug, Parser)]
@@ -40,15 +38,7 @@ async fn run(cli: Cli) -> Result<()> {
     let listener = ctx.bind().await?;
     let shutdown = telemetry::shutdown_on_signals()?;
     tracing::info!(host = %ctx.host.name, addr = %ctx.listen_addr(), root = %ctx.root.display(), "master-agent serving");
-    let host = agent_proto::HostServer::new(HostService::new(ctx.clone()));
-    let cp = agent_proto::ControlPlaneServer::new(ControlPlaneService::new(ctx.clone()));
-    server::serve(
-        &tls,
-        |mut s| s.add_service(host).add_service(cp),
-        listener,
-        shutdown,
-    )
-    .await?;
+    master_agent::serve(ctx, &tls, listener, shutdown).await?;
     tracing::info!("master-agent stopped");
     Ok(())
 }

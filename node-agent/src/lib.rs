@@ -17,3 +17,26 @@ pub mod worker;
 
 pub use error::{Error, Result};
 pub use server::{AgentContext, AgentOptions};
+
+use cluster_common::tls::TlsMaterial;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the node agent (Host + Worker) on `listener` until `shutdown` is cancelled. `main`
+/// is a thin wrapper around this; tests run it in-process.
+pub async fn serve(
+    ctx: AgentContext,
+    tls: &TlsMaterial,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let host = agent_proto::HostServer::new(host_service::HostService::new(ctx.clone()));
+    let worker = agent_proto::WorkerServer::new(worker::WorkerService::new(ctx));
+    server::serve(
+        tls,
+        |mut s| s.add_service(host).add_service(worker),
+        listener,
+        shutdown,
+    )
+    .await
+}

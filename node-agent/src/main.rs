@@ -7,9 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use cluster_common::config::HostRole;
 use cluster_common::telemetry;
-use node_agent::host_service::HostService;
-use node_agent::worker::WorkerService;
-use node_agent::{AgentContext, AgentOptions, server};
+use node_agent::{AgentContext, AgentOptions};
 
 /// The agent on every worker VM.
 #[derive(Debug, Parser)]
@@ -39,15 +37,7 @@ async fn run(cli: Cli) -> Result<()> {
     let listener = ctx.bind().await?;
     let shutdown = telemetry::shutdown_on_signals()?;
     tracing::info!(host = %ctx.host.name, addr = %ctx.listen_addr(), root = %ctx.root.display(), "node-agent serving");
-    let host = agent_proto::HostServer::new(HostService::new(ctx.clone()));
-    let worker = agent_proto::WorkerServer::new(WorkerService::new(ctx.clone()));
-    server::serve(
-        &tls,
-        |mut s| s.add_service(host).add_service(worker),
-        listener,
-        shutdown,
-    )
-    .await?;
+    node_agent::serve(ctx, &tls, listener, shutdown).await?;
     tracing::info!("node-agent stopped");
     Ok(())
 }
