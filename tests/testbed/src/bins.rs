@@ -14,7 +14,13 @@ pub fn bin_dir() -> &'static Path {
         // target/debug/deps/<test> → target/debug
         let dir = exe
             .parent()
-            .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+            .and_then(|d| {
+                if d.ends_with("deps") {
+                    d.parent()
+                } else {
+                    Some(d)
+                }
+            })
             .expect("target dir")
             .to_path_buf();
         let release = dir.ends_with("release");
@@ -25,7 +31,9 @@ pub fn bin_dir() -> &'static Path {
             cmd.arg("--release");
         }
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-        let status = cmd.status().expect("run cargo build for the workspace binaries");
+        let status = cmd
+            .status()
+            .expect("run cargo build for the workspace binaries");
         assert!(status.success(), "cargo build --workspace --bins failed");
         dir
     })
