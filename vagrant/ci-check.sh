@@ -22,6 +22,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
+[ -d "${1:-target/debug}" ] || { echo "FAIL: ${1:-target/debug}: no such directory of built binaries" >&2; exit 1; }
 bin_dir=$(cd "${1:-target/debug}" && pwd)
 work=$(mktemp -d)
 pids=()
@@ -76,8 +77,10 @@ machines() {
 }
 
 # ---------------------------------------------------------------- 1. machines of cluster.yaml
-step "vagrant validate: cluster.yaml"
+step "vagrant validate: the cluster Vagrantfile and the bake Vagrantfile"
 out=$(vagrant_in "$repo/cluster.yaml" validate 2>&1) || fail "vagrant validate fails on cluster.yaml: $out"
+
+out=$(cd vagrant/bake && timeout 120 vagrant validate 2>&1) || fail "vagrant validate fails on vagrant/bake/Vagrantfile: $out"
 
 step "vagrant status lists exactly the machines of cluster.yaml"
 got=$(machines "$repo/cluster.yaml")
