@@ -4,8 +4,13 @@
 //! Join tickets replace the seed's join-command file: a node asks over mutual TLS with its own
 //! certificate and gets a typed ticket for itself only.
 
+pub mod cni;
 pub mod control_plane;
 pub mod error;
+pub mod init;
+pub mod kube_client;
+pub mod kubeadm_config;
+pub mod tokens;
 
 pub use error::{Error, Result};
 

@@ -12,6 +12,8 @@ pub mod events;
 pub mod exec;
 pub mod facts;
 pub mod host_service;
+pub mod join;
+pub mod kubeadm;
 pub mod server;
 pub mod worker;
 

@@ -1,22 +1,48 @@
-//! The `Worker` service served by node agents: joining the cluster.
+//! The `Worker` service served by node agents: joining the cluster (see [`crate::join`]).
+
+use std::sync::Arc;
 
 use agent_proto::v1;
 use cluster_common::Identity;
 use tonic::{Request, Response, Status};
 
+use crate::events::EventSink;
+use crate::exec::{CommandRunner, SystemRunner};
 use crate::host_service::EventStream;
+use crate::join::{JoinTiming, Joiner};
 use crate::{AgentContext, Error};
 
 /// `Worker` on top of an agent context.
 #[derive(Debug, Clone)]
 pub struct WorkerService {
     ctx: AgentContext,
+    runner: Arc<dyn CommandRunner>,
+    timing: JoinTiming,
+    /// One join at a time on this host.
+    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl WorkerService {
-    /// A Worker service for this agent.
+    /// A Worker service for this agent, running real commands.
     pub fn new(ctx: AgentContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            runner: Arc::new(SystemRunner),
+            timing: JoinTiming::default(),
+            lock: Arc::default(),
+        }
+    }
+
+    /// Runs commands through `runner` instead (tests).
+    pub fn with_runner(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.runner = runner;
+        self
+    }
+
+    /// Waits and retries with `timing` instead of the defaults (tests).
+    pub fn with_timing(mut self, timing: JoinTiming) -> Self {
+        self.timing = timing;
+        self
     }
 }
 
@@ -32,6 +58,14 @@ impl agent_proto::Worker for WorkerService {
         Identity::of_request(&request)
             .and_then(|id| id.require_admin("join the host to the cluster"))
             .map_err(Error::from)?;
-        Err(Error::NotImplemented("Worker.Join").into())
+        let (sink, stream) = EventSink::new(self.ctx.host.name.to_string(), false);
+        let joiner = Joiner::new(self.ctx.clone(), self.runner.clone(), self.timing);
+        let lock = self.lock.clone();
+        tokio::spawn(async move {
+            let _guard = lock.lock().await;
+            // The outcome is in the events; the stream just ends.
+            let _ = joiner.run(&sink).await;
+        });
+        Ok(Response::new(stream))
     }
 }
