@@ -1,6 +1,6 @@
 //! Finding the workspace's real binaries (`ctl`, `master-agent`, `node-agent`, `testbed`) from
 //! tests. `cargo test` builds only the binaries of the package under test, so the first call
-//! runs `cargo build --bins` once for the whole workspace (a no-op when they are fresh) and
+//! runs `cargo build --bins` once for the product binaries and testbed (a no-op when they are fresh) and
 //! then returns paths under `target/<profile>/`.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,19 @@ pub fn bin_dir() -> &'static Path {
         let release = dir.ends_with("release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--workspace", "--bins", "--quiet"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ctl",
+            "-p",
+            "master-agent",
+            "-p",
+            "node-agent",
+            "-p",
+            "testbed",
+            "--bins",
+        ]);
         if release {
             cmd.arg("--release");
         }
@@ -34,7 +46,10 @@ pub fn bin_dir() -> &'static Path {
         let status = cmd
             .status()
             .expect("run cargo build for the workspace binaries");
-        assert!(status.success(), "cargo build --workspace --bins failed");
+        assert!(
+            status.success(),
+            "cargo build of the workspace binaries failed"
+        );
         dir
     })
 }

@@ -159,7 +159,9 @@ async fn mtls_matrix_gives_exact_status_codes() {
 
     // Its own ticket passes authentication and authorisation (what follows is the
     // control plane's business: not a refusal by identity).
-    let result = cp_as_node1.issue_join_ticket(ticket_request("node-1")).await;
+    let result = cp_as_node1
+        .issue_join_ticket(ticket_request("node-1"))
+        .await;
     if let Err(e) = result {
         assert!(
             !matches!(e.code(), Code::PermissionDenied | Code::Unauthenticated),
@@ -175,10 +177,14 @@ async fn certificate_from_another_ca_fails_the_handshake() {
     // Same hosts, separate PKI: a foreign CA.
     let other = tempfile::tempdir().unwrap();
     let foreign = cluster(other.path(), "127.62.1", 50102);
-    let err = HostClient::new(endpoint(&agents.config, "node-1", as_identity(&foreign, "admin")))
-        .facts(v1::FactsRequest {})
-        .await
-        .unwrap_err();
+    let err = HostClient::new(endpoint(
+        &agents.config,
+        "node-1",
+        as_identity(&foreign, "admin"),
+    ))
+    .facts(v1::FactsRequest {})
+    .await
+    .unwrap_err();
     // The server refuses the handshake (and the client refuses the server's certificate):
     // no RPC reaches a handler.
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -201,7 +207,12 @@ impl Drop for Procs {
 
 fn agent(bin: &str, config: &Path, host: &str) -> Child {
     Command::new(testbed::bins::bin(bin))
-        .args(["--config".as_ref(), config.as_os_str(), "--host".as_ref(), host.as_ref()])
+        .args([
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--host".as_ref(),
+            host.as_ref(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -234,7 +245,11 @@ fn ctl_facts_lists_three_agents_and_flags_an_unreachable_one() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3);
@@ -256,7 +271,11 @@ fn ctl_facts_lists_three_agents_and_flags_an_unreachable_one() {
     n2.wait().unwrap();
     let started = Instant::now();
     let out = ctl(&config, &["facts"]);
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     let line = table.lines().find(|l| l.starts_with("node-2")).unwrap();
@@ -270,7 +289,12 @@ fn agents_refuse_to_start_without_identity_or_with_the_wrong_role() {
     let config = write_config(dir.path(), "127.62.3", 50104);
     let run = |bin: &str, host: &str| {
         Command::new(testbed::bins::bin(bin))
-            .args(["--config".as_ref(), config.as_os_str(), "--host".as_ref(), host.as_ref()])
+            .args([
+                "--config".as_ref(),
+                config.as_os_str(),
+                "--host".as_ref(),
+                host.as_ref(),
+            ])
             .output()
             .unwrap()
     };
@@ -288,7 +312,10 @@ fn agents_refuse_to_start_without_identity_or_with_the_wrong_role() {
     let out = run("node-agent", "node-1");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("node-1.key") && err.contains("missing") && err.contains("pki init"), "{err}");
+    assert!(
+        err.contains("node-1.key") && err.contains("missing") && err.contains("pki init"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -304,6 +331,12 @@ fn ctl_refuses_the_seed_pod_cidr_naming_both_ranges() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("podCIDR: 192.168.0.0/16"), "{err}");
-    assert!(err.contains("192.168.50.10") && err.contains("10.244.0.0/16"), "{err}");
-    assert!(!dir.path().join("pki").exists(), "nothing written for a bad config");
+    assert!(
+        err.contains("192.168.50.10") && err.contains("10.244.0.0/16"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("pki").exists(),
+        "nothing written for a bad config"
+    );
 }
