@@ -255,6 +255,10 @@ fn default_mongo_image() -> String {
 fn default_letschat_image() -> String {
     "sdelements/lets-chat".into()
 }
+/// The most replicas `ctl deploy`/`ctl scale` accept: a guard against typos (`--replicas 300`)
+/// on a three-VM cluster.
+pub const MAX_APP_REPLICAS: u32 = 50;
+
 fn default_replicas() -> u32 {
     1
 }
@@ -483,13 +487,13 @@ impl RawConfig {
                     None
                 }
             };
-            if let Some(n) = &name {
-                if let Some(other) = names.insert(n.to_string(), field.clone()) {
-                    problem(
-                        format!("{field}.name"),
-                        format!("{n:?} is also the name of {other}; host names must be unique"),
-                    );
-                }
+            if let Some(n) = &name
+                && let Some(other) = names.insert(n.to_string(), field.clone())
+            {
+                problem(
+                    format!("{field}.name"),
+                    format!("{n:?} is also the name of {other}; host names must be unique"),
+                );
             }
             let ip = match raw.ip.parse::<Ipv4Addr>() {
                 Ok(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() => {
@@ -508,13 +512,13 @@ impl RawConfig {
                     None
                 }
             };
-            if let Some(ip) = ip {
-                if let Some(other) = ips.insert(ip, field.clone()) {
-                    problem(
-                        format!("{field}.ip"),
-                        format!("{ip} is also the IP of {other}; host IPs must be unique"),
-                    );
-                }
+            if let Some(ip) = ip
+                && let Some(other) = ips.insert(ip, field.clone())
+            {
+                problem(
+                    format!("{field}.ip"),
+                    format!("{ip} is also the IP of {other}; host IPs must be unique"),
+                );
             }
             let cpus = raw.cpus.unwrap_or(2);
             let memory_mb = raw.memory_mb.unwrap_or(2048);
@@ -555,16 +559,16 @@ impl RawConfig {
         let service_cidr = parse_cidr("serviceCIDR", &self.service_cidr, &mut problem);
         let host_ips: Vec<(String, &HostSpec)> =
             hosts.iter().map(|(f, h)| (format!("{f}.ip"), h)).collect();
-        if let (Some(pod), Some(svc)) = (pod_cidr, service_cidr) {
-            if pod.contains(&svc.network()) || svc.contains(&pod.network()) {
-                problem(
-                    "podCIDR".into(),
-                    format!(
-                        "{pod} overlaps serviceCIDR {svc}; pods and services need separate ranges, e.g. podCIDR {}",
-                        suggest_pod_cidr(&hosts, Some(svc))
-                    ),
-                );
-            }
+        if let (Some(pod), Some(svc)) = (pod_cidr, service_cidr)
+            && (pod.contains(&svc.network()) || svc.contains(&pod.network()))
+        {
+            problem(
+                "podCIDR".into(),
+                format!(
+                    "{pod} overlaps serviceCIDR {svc}; pods and services need separate ranges, e.g. podCIDR {}",
+                    suggest_pod_cidr(&hosts, Some(svc))
+                ),
+            );
         }
         for (field, cidr) in [("podCIDR", pod_cidr), ("serviceCIDR", service_cidr)] {
             let Some(cidr) = cidr else { continue };
@@ -591,15 +595,15 @@ impl RawConfig {
                 );
             }
         }
-        if let Some(pod) = pod_cidr {
-            if pod.prefix_len() > 24 {
-                problem(
-                    "podCIDR".into(),
-                    format!(
-                        "{pod} is too small: each node takes a /24 of it, so the prefix must be /24 or shorter"
-                    ),
-                );
-            }
+        if let Some(pod) = pod_cidr
+            && pod.prefix_len() > 24
+        {
+            problem(
+                "podCIDR".into(),
+                format!(
+                    "{pod} is too small: each node takes a /24 of it, so the prefix must be /24 or shorter"
+                ),
+            );
         }
         if self.agent_port == 0 {
             problem(
@@ -625,13 +629,22 @@ impl RawConfig {
                 ),
             ),
         }
-        if let Some(port) = self.app.node_port {
-            if !(30000..=32767).contains(&port) {
-                problem(
-                    "app.nodePort".into(),
-                    format!("{port} is outside the NodePort range 30000-32767"),
-                );
-            }
+        if let Some(port) = self.app.node_port
+            && !(30000..=32767).contains(&port)
+        {
+            problem(
+                "app.nodePort".into(),
+                format!("{port} is outside the NodePort range 30000-32767"),
+            );
+        }
+        if !(1..=MAX_APP_REPLICAS).contains(&self.app.replicas) {
+            problem(
+                "app.replicas".into(),
+                format!(
+                    "{} is outside 1-{MAX_APP_REPLICAS} (the limit of `ctl scale` too)",
+                    self.app.replicas
+                ),
+            );
         }
         if NodeName::parse(&self.app.namespace).is_err() {
             problem(

@@ -41,6 +41,14 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Deploy Let's Chat (`deploy letschat`: MongoDB, wait Ready, then Let's Chat, wait
+    /// available, print its URLs) or manifests (`deploy -f PATH...`) with server-side apply.
+    Deploy(ctl::deploy::DeployArgs),
+    /// Scale a Deployment through its scale subresource and wait until the rollout is complete;
+    /// prints its pods with node, IP, age and restarts.
+    Scale(ctl::scale::ScaleArgs),
+    /// List pods, deployments, services or nodes without kubectl.
+    Get(ctl::get::GetArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,5 +108,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Deploy(args) => args.run(&config).await,
+        Command::Scale(args) => args.run(&config).await,
+        Command::Get(args) => args.run(&config).await,
     }
 }
