@@ -11,7 +11,9 @@
 #      host's agent;
 #   6. the packaged agents start with the units' environment and answer `ctl facts` over mTLS;
 #   7. provisioning needs the PKI: without it `vagrant up` says to run `ctl pki init`; with it
-#      and no VM provider, `vagrant up` says which provider to install.
+#      and no VM provider, `vagrant up` says which provider to install;
+#   8. vagrant/real-vms.sh (make real-vms) runs its stages in order with the right arguments
+#      (vagrant, cargo and ctl replaced by recorders).
 #
 #   vagrant/ci-check.sh [BIN_DIR]     BIN_DIR: built master-agent, node-agent, ctl
 #                                     (default target/debug: `cargo build --workspace --bins`)
@@ -262,5 +264,46 @@ grep -qF "pki init" <<<"$out" || fail "vagrant up without a PKI says: $out"
 out=$(KUBE_AGENTS_DEB=$deb vagrant_in "$work/cluster.yaml" validate 2>&1) || fail "vagrant validate with a PKI and the .deb fails: $out"
 out=$(KUBE_AGENTS_DEB=$deb vagrant_in "$work/cluster.yaml" up k8s-master 2>&1) && fail "vagrant up succeeded without a VM provider?"
 grep -qF "No VM provider is installed" <<<"$out" || fail "vagrant up without a provider says: $out"
+
+# ---------------------------------------------------------------- 8. the one path, in order
+step "real-vms.sh runs build, deb, pki init, vagrant up, bootstrap, deploy, scale in that order"
+# A copy of the scripts with vagrant, cargo and ctl replaced by recorders: this checks the
+# script's order and arguments, not the VMs.
+dry=$work/dry
+mkdir -p "$dry/repo" "$dry/bin"
+cp -a vagrant cluster.yaml Cargo.toml "$dry/repo/"
+cat >"$dry/bin/vagrant" <<SH
+#!/bin/sh
+echo "vagrant \$* [deb=\$(basename "\${KUBE_AGENTS_DEB:-none}") box=\${KUBE_AGENTS_BOX:-none}]" >>"$dry/log"
+[ "\$*" = "status --machine-readable" ] && echo "1,k8s-master,provider-name,libvirt"
+exit 0
+SH
+cat >"$dry/bin/cargo" <<SH
+#!/bin/sh
+echo "cargo \$*" >>"$dry/log"
+mkdir -p target/release
+for b in ctl master-agent node-agent; do
+  printf '#!/bin/sh\necho "%s \$*" >>"$dry/log"\n' "\$b" >"target/release/\$b"
+  chmod +x "target/release/\$b"
+done
+SH
+chmod +x "$dry/bin/"*
+out=$(PATH=$dry/bin:$PATH "$dry/repo/vagrant/real-vms.sh" 2>&1) || fail "real-vms.sh with recorders fails: $out"
+cfg=$dry/repo/cluster.yaml
+want="vagrant status --machine-readable [deb=none box=none]
+cargo build --release -p ctl -p master-agent -p node-agent --bins
+ctl --config $cfg pki init
+vagrant up [deb=$(basename "$deb") box=none]
+ctl --config $cfg bootstrap
+ctl --config $cfg deploy letschat
+ctl --config $cfg scale letschat --replicas 3"
+[ "$(cat "$dry/log")" = "$want" ] || fail "real-vms.sh ran:
+$(cat "$dry/log")
+want:
+$want"
+for s in build deb pki up bootstrap deploy scale; do
+  grep -qE "^ +$s +[0-9]+s\$" <<<"$out" || fail "real-vms.sh does not report the time of stage $s: $out"
+done
+[ -f "$dry/repo/dist/$(basename "$deb")" ] || fail "real-vms.sh built no .deb in dist/"
 
 echo "vagrant/ci-check.sh: all checks passed"
