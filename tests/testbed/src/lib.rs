@@ -3,3 +3,10 @@
 //! harness.
 
 pub mod bins;
+pub mod harness;
+pub mod netns;
+pub mod roots;
+pub mod shim;
+pub mod world;
+
+pub use harness::{Testbed, UpOptions};

@@ -1,0 +1,83 @@
+//! `testbed`: the test world from the command line. A thin dispatcher over the `testbed` library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+/// The simulated test world: hosts with shim tools, agents, and simulated clusters.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Builds a simulated host per cluster.yaml host, starts the real agents on them with the
+    /// shim tools, prints READY once every agent serves, and stops everything on SIGTERM/SIGINT.
+    Up(UpArgs),
+}
+
+/// Arguments of `testbed up`.
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// The cluster.yaml describing the hosts (the same file ctl and the agents use).
+    #[arg(long)]
+    config: PathBuf,
+    /// State directory: host roots, shim dirs and logs go to DIR/<host>/.
+    #[arg(long)]
+    state: PathBuf,
+    /// Give each host its own network namespace on a bridge (root only; needs non-loopback IPs).
+    #[arg(long)]
+    netns: bool,
+    /// Host template under tests/testbed/templates (default ubuntu-24.04).
+    #[arg(long, default_value = testbed::roots::DEFAULT_TEMPLATE)]
+    template: String,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Up(args) => up(args),
+    }
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    let opts = testbed::UpOptions {
+        netns: args.netns,
+        template: args.template,
+        ..Default::default()
+    };
+    let tb = testbed::Testbed::up(&args.config, &args.state, opts)
+        .with_context(|| format!("testbed up --config {}", args.config.display()))?;
+    for h in tb.hosts() {
+        eprintln!(
+            "{} {} root {}",
+            h.spec.name,
+            tb.config().agent_endpoint(&h.spec),
+            h.root().display()
+        );
+    }
+    println!("READY");
+    wait_for_signal()?;
+    eprintln!("stopping");
+    drop(tb);
+    Ok(())
+}
+
+fn wait_for_signal() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("signal runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r?,
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    Ok(())
+}
