@@ -2,7 +2,7 @@
 # CI check of the real-VM path (vagrant/), run by .ci/run. Our CI cannot boot VMs, so this checks
 # everything short of booting one:
 #   1. vagrant validate / vagrant status list exactly the machines of cluster.yaml (root file,
-#      and a 4-node file: 5 machines), with the IPs and sizes of the file;
+#      and a 4-node file: 5 machines); Vagrant gives them the file's IPs, CPUs and memory;
 #   2. a cluster.yaml with an error stops vagrant with a readable message, no Ruby backtrace;
 #   3. the .deb builds from the given binaries and holds the agents, units and identity step;
 #   4. systemd-analyze verify accepts the units; they restart on failure, wait for the network
@@ -11,7 +11,8 @@
 #      host's agent;
 #   6. the packaged agents start with the units' environment and answer `ctl facts` over mTLS;
 #   7. provisioning needs the PKI: without it `vagrant up` says to run `ctl pki init`; with it
-#      and no VM provider, `vagrant up` says which provider to install;
+#      and no VM provider, `vagrant up` says which provider to install; each VM is provisioned
+#      with its own identity only (and the .deb unless the box is baked);
 #   8. vagrant/real-vms.sh (make real-vms) runs its stages in order with the right arguments
 #      (vagrant, cargo and ctl replaced by recorders).
 #
@@ -71,6 +72,11 @@ vagrant_in() { # vagrant_in CLUSTER_YAML ARGS...: run vagrant in vagrant/ on tha
   shift
   (cd "$repo/vagrant" && CLUSTER_YAML=$file timeout 120 vagrant "$@")
 }
+# What Vagrant would do with each machine of that file (vagrant/ci/plan.rb); env vars pass on.
+vplan() {
+  local file=$1
+  (cd "$repo/vagrant" && CLUSTER_YAML=$file ruby ci/plan.rb .) 2>&1 || fail "vagrant/ci/plan.rb on $file fails"
+}
 # The machine names `vagrant status` lists, one line, in order.
 machines() {
   local out
@@ -87,11 +93,11 @@ out=$(cd vagrant/bake && timeout 120 vagrant validate 2>&1) || fail "vagrant val
 step "vagrant status lists exactly the machines of cluster.yaml"
 got=$(machines "$repo/cluster.yaml")
 [ "$got" = "k8s-master node-1 node-2" ] || fail "vagrant status on cluster.yaml lists '$got', want 'k8s-master node-1 node-2'"
-plan=$(ruby vagrant/lib/cluster_yaml.rb cluster.yaml)
-want_plan="k8s-master master 192.168.50.10 2 2048
-node-1 node 192.168.50.11 2 2048
-node-2 node 192.168.50.12 2 2048"
-[ "$plan" = "$want_plan" ] || fail "the Vagrantfile reads cluster.yaml as:
+plan=$(vplan "$repo/cluster.yaml" | grep -v '^ ')
+want_plan="k8s-master k8s-master bento/ubuntu-24.04 192.168.50.10 --cpus=2 --memory=2048
+node-1 node-1 bento/ubuntu-24.04 192.168.50.11 --cpus=2 --memory=2048
+node-2 node-2 bento/ubuntu-24.04 192.168.50.12 --cpus=2 --memory=2048"
+[ "$plan" = "$want_plan" ] || fail "Vagrant makes of cluster.yaml (name hostname box IP VirtualBox settings):
 $plan
 want the seed topology:
 $want_plan"
@@ -109,12 +115,12 @@ YAML
 out=$(vagrant_in "$work/four.yaml" validate 2>&1) || fail "vagrant validate fails on a 4-node file: $out"
 got=$(machines "$work/four.yaml")
 [ "$got" = "cp w1 w2 w3 w4" ] || fail "vagrant status on a 4-node cluster.yaml lists '$got', want 'cp w1 w2 w3 w4'"
-plan=$(ruby vagrant/lib/cluster_yaml.rb "$work/four.yaml")
-want_plan="cp master 10.20.0.10 4 4096
-w1 node 10.20.0.11 2 2048
-w2 node 10.20.0.12 3 2048
-w3 node 10.20.0.13 2 3072
-w4 node 10.20.0.14 2 2048"
+plan=$(vplan "$work/four.yaml" | grep -v '^ ')
+want_plan="cp cp bento/ubuntu-24.04 10.20.0.10 --cpus=4 --memory=4096
+w1 w1 bento/ubuntu-24.04 10.20.0.11 --cpus=2 --memory=2048
+w2 w2 bento/ubuntu-24.04 10.20.0.12 --cpus=3 --memory=2048
+w3 w3 bento/ubuntu-24.04 10.20.0.13 --cpus=2 --memory=3072
+w4 w4 bento/ubuntu-24.04 10.20.0.14 --cpus=2 --memory=2048"
 [ "$plan" = "$want_plan" ] || fail "4-node plan is:
 $plan
 want:
@@ -264,6 +270,35 @@ grep -qF "pki init" <<<"$out" || fail "vagrant up without a PKI says: $out"
 out=$(KUBE_AGENTS_DEB=$deb vagrant_in "$work/cluster.yaml" validate 2>&1) || fail "vagrant validate with a PKI and the .deb fails: $out"
 out=$(KUBE_AGENTS_DEB=$deb vagrant_in "$work/cluster.yaml" up k8s-master 2>&1) && fail "vagrant up succeeded without a VM provider?"
 grep -qF "No VM provider is installed" <<<"$out" || fail "vagrant up without a provider says: $out"
+
+step "each VM is provisioned with only its own identity; a baked box gets no .deb"
+st=/tmp/kube-agents-identity
+for baked in no yes; do
+  if [ $baked = yes ]; then
+    plan=$(KUBE_AGENTS_BOX=kube-agents/ubuntu-24.04 vplan "$work/cluster.yaml")
+    box=kube-agents/ubuntu-24.04 debline=
+  else
+    plan=$(KUBE_AGENTS_DEB=$deb vplan "$work/cluster.yaml")
+    box=bento/ubuntu-24.04 debline="
+  deb file $(basename "$deb") -> $st/kube-agents.deb"
+  fi
+  want_plan=
+  for h in k8s-master:10 node-1:11 node-2:12; do
+    name=${h%:*}
+    want_plan+="$name $name $box 127.80.8.${h#*:} --cpus=2 --memory=2048
+  stage shell user$debline
+  cluster.yaml file cluster.yaml -> $st/cluster.yaml
+  ca.crt file ca.crt -> $st/ca.crt
+  $name.crt file $name.crt -> $st/$name.crt
+  $name.key file $name.key -> $st/$name.key
+  identity shell root
+"
+  done
+  [ "$plan" = "${want_plan%$'\n'}" ] || fail "provisioning plan (baked box: $baked):
+$plan
+want:
+$want_plan"
+done
 
 # ---------------------------------------------------------------- 8. the one path, in order
 step "real-vms.sh runs build, deb, pki init, vagrant up, bootstrap, deploy, scale in that order"

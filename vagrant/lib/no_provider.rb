@@ -15,11 +15,12 @@ module KubeAgents
     # Raised for any action that would need a real VM.
     class NoVmProvider < Vagrant::Errors::VagrantError
       error_message(<<~MSG.strip)
-        No VM provider is installed, so Vagrant can only validate this Vagrantfile and list its
-        machines. Install one of:
+        No VM provider is installed (or none works), so Vagrant can only validate this
+        Vagrantfile and list its machines. Install one of:
           - VirtualBox (https://www.virtualbox.org/wiki/Downloads), or
           - libvirt/KVM and the vagrant-libvirt plugin (`vagrant plugin install vagrant-libvirt`),
-        then run the command again (see vagrant/README.md).
+        then run the command again (see vagrant/README.md). If one is installed, Vagrant found it
+        unusable: `vagrant up --provider virtualbox` (or libvirt) shows why.
       MSG
     end
 
