@@ -47,8 +47,9 @@ ctl() { "$repo/target/release/ctl" --config "$CLUSTER_YAML" "$@"; }
 
 # ---- preflight: fail in seconds, not after a 10-minute build
 command -v vagrant >/dev/null || die "vagrant is not installed (see vagrant/README.md)"
-provider=$(cd "$repo/vagrant" && vagrant status --machine-readable 2>/dev/null |
-  awk -F, '$3 == "provider-name" {print $4; exit}') || true
+status=$(cd "$repo/vagrant" && vagrant status --machine-readable 2>&1) ||
+  die "vagrant status fails in vagrant/: $status"
+provider=$(awk -F, '$3 == "provider-name" {print $4; exit}' <<<"$status")
 case $provider in
   virtualbox|libvirt) ;;
   none|"") die "no usable VM provider: install VirtualBox, or libvirt + vagrant-libvirt (see vagrant/README.md)" ;;
