@@ -1,1 +1,61 @@
-//! Simulated Kubernetes API server for the test world (filled by the simulated-cluster issue).
+//! Simulated Kubernetes for the test world (test infrastructure only: no product crate depends
+//! on it). A Kubernetes API server in Rust that the real `kubectl` and kube-rs accept, with
+//! controllers and a kubelet simulation per node. It touches nothing on the host except the
+//! sockets it listens on and the kubeconfig files it is asked to write.
+//!
+//! # Interface
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use simkube::{NodeSpec, SimCluster, SimOptions};
+//! let cluster = SimCluster::new(SimOptions::fast(0.05))?; // delays × 0.05
+//! let client: kube::Client = cluster.kube_client(); // in-process, as kubernetes-admin
+//! cluster.register_node(&NodeSpec { name: "node-1".into(), ip: "127.0.0.11".into(), control_plane: false })?;
+//! cluster.start_kubelet("node-1"); // heartbeats; Ready once a CNI is installed
+//! cluster.set_cni_installed("node-1", true);
+//! cluster.on_cni_installed(|node| println!("write etc/cni/net.d/10-calico.conflist on {node}"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let handle = cluster.serve_https(listener, None, &["k8s-master".into()])?;
+//! cluster.write_kubeconfig("k.yaml".as_ref(), &handle.url(), "kubernetes-admin", &["kubeadm:cluster-admins"])?;
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! - `SimCluster::new(SimOptions{version, service_cidr, pod_cidr, delay_scale, heartbeat,
+//!   node_grace, images, ca, tick})`; `SimOptions::fast(scale)` for tests.
+//! - `serve_https(listener, Some(&Ca::from_pem(ca_crt, ca_key)?), sans)`: serve with kubeadm's
+//!   CA; client certificates from it authenticate (CN = user, O = groups); bearer bootstrap
+//!   tokens authenticate against their `kube-system/bootstrap-token-<id>` Secrets as
+//!   `system:bootstrap:<id>` in `system:bootstrappers` + `auth-extra-groups`. Anonymous callers
+//!   reach only `/version`, `/healthz` and `kube-public/cluster-info`. Authenticated users are
+//!   not further authorised (RBAC objects are stored, not evaluated).
+//! - Node control: `register_node`, `start_kubelet`, `stop_kubelet`, `set_cni_installed`,
+//!   `on_cni_installed(hook)`; `publish_cluster_info(url)` (the bootstrap signer adds one
+//!   detached HS256 JWS per signing token); `expire_watches()` forces 410s.
+//! - Kubeconfigs: `kubeconfig(url, user, groups)`, `write_kubeconfig(path, url, user, groups)`.
+//! - `kubectl`: the installed `kubectl` is a dispatcher that asks `/version` and runs
+//!   `kubectl.1.<minor>` (1.27–1.33 installed); for any other minor it runs its built-in
+//!   1.32. The default reported version is therefore 1.33. `/openapi/v2|v3` answer 404, so
+//!   client-side validation must be off: use `kubectl create|apply --validate=false` (server-side
+//!   apply needs no OpenAPI).
+//! - Images (see [`kubelet::ImageTable`]): `mongo:4.4` ready after 2 s; `sdelements/lets-chat`
+//!   exits 1 unless Service `mongo` has a ready endpoint when it starts (CrashLoopBackOff);
+//!   `quay.io/tigera/operator` turns `Installation`s into a `calico-node` DaemonSet whose pods
+//!   mark their node's CNI installed; unknown images fail with `ErrImagePull`.
+
+pub mod apiserver;
+pub mod calico;
+pub mod cluster;
+pub mod controllers;
+pub mod fields;
+pub mod http;
+pub mod kubelet;
+pub mod pki;
+pub mod resources;
+pub mod standalone;
+pub mod store;
+pub mod table;
+pub mod util;
+
+pub use cluster::{NodeSpec, ServeHandle, SimCluster, SimError, SimOptions, admin};
+pub use pki::Ca;

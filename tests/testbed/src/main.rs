@@ -18,6 +18,9 @@ enum Command {
     /// Builds a simulated host per cluster.yaml host, starts the real agents on them with the
     /// shim tools, prints READY once every agent serves, and stops everything on SIGTERM/SIGINT.
     Up(UpArgs),
+    /// Serves a standalone simulated cluster (one tainted control-plane node and N Ready
+    /// workers) over HTTPS, writes an admin kubeconfig, prints READY, runs until SIGTERM/SIGINT.
+    Cluster(simkube::standalone::ClusterArgs),
 }
 
 /// Arguments of `testbed up`.
@@ -40,6 +43,11 @@ struct UpArgs {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up(args),
+        Command::Cluster(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?
+            .block_on(simkube::standalone::run(args)),
     }
 }
 
