@@ -85,7 +85,7 @@ pub async fn deploy_letschat(
     client: &Client,
     config: &ClusterConfig,
     opts: &DeployOptions,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<LetsChatReport> {
     let app = &config.app;
     let (mongo, letschat) = letschat_manifests(app)?;
@@ -143,7 +143,7 @@ pub async fn deploy_files(
     namespace: &str,
     wait: bool,
     opts: &DeployOptions,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Vec<Applied>> {
     let manifests = manifest::load_paths(paths)?;
     let mut applier = Applier::new(client.clone(), FIELD_MANAGER)

@@ -83,7 +83,7 @@ pub async fn scale(
     name: &str,
     replicas: i32,
     timeout: Duration,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Scaled> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     get_deployment(&api, name).await?;
