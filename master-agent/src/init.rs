@@ -146,7 +146,7 @@ impl Initialiser {
             let cmd = Cmd::new("kubeadm")
                 .arg("init")
                 .arg("--config")
-                .arg(file.path().to_string_lossy());
+                .arg(file.host_arg(root));
             let result = self.runner.run(&cmd).await;
             file.remove().map_err(|source| Error::Io {
                 what: "remove the kubeadm config".into(),

@@ -337,7 +337,7 @@ impl Joiner {
         let cmd = Cmd::new("kubeadm")
             .arg("join")
             .arg("--config")
-            .arg(file.path().to_string_lossy());
+            .arg(file.host_arg(&self.ctx.root));
         let result = self.runner.run(&cmd).await;
         file.remove().map_err(JoinFailure::Io)?;
         result.map(|_| ()).map_err(JoinFailure::Exec)

@@ -76,9 +76,18 @@ impl PrivateConfig {
         })
     }
 
-    /// The file, to pass to `kubeadm --config`.
+    /// The file (under the host root).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file as the host's commands see it (`/run/k8s-agent/...`), for `kubeadm --config`:
+    /// commands run on the host, so they get host paths, whatever `--root` the agent has.
+    pub fn host_arg(&self, root: &Path) -> String {
+        match self.path.strip_prefix(root) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => self.path.display().to_string(),
+        }
     }
 
     /// Removes the file and its directory now, reporting failure.
@@ -180,6 +189,9 @@ mod tests {
         assert_eq!(mode(cfg.path().parent().unwrap()), 0o700);
         assert_eq!(mode(&root.path().join(PRIVATE_DIR).join("join")), 0o700);
         assert_eq!(std::fs::read(cfg.path()).unwrap(), b"secret");
+        let arg = cfg.host_arg(root.path());
+        assert!(arg.starts_with("/run/k8s-agent/join/kubeadm-"), "{arg}");
+        assert!(arg.ends_with("/join.yaml"), "{arg}");
         let path = cfg.path().to_path_buf();
         drop(cfg);
         assert!(!path.exists());
