@@ -97,5 +97,6 @@ echo
 echo "== time per stage"
 printf '   %s\n' "${times[@]}"
 if [ "$last" -eq $((${#stages[@]} - 1)) ]; then
-  echo "== Let's Chat runs with 3 replicas. kubectl: KUBECONFIG=$(dirname "$CLUSTER_YAML")/admin.kubeconfig kubectl get pods -o wide"
+  echo "== Let's Chat runs with 3 replicas: target/release/ctl --config $CLUSTER_YAML get pods -o wide"
+  echo "   (kubectl: KUBECONFIG=$(dirname "$CLUSTER_YAML")/admin.kubeconfig)"
 fi
