@@ -16,4 +16,6 @@ pub mod get;
 pub mod kube;
 pub mod output;
 pub mod pki;
+pub mod prepare;
+pub mod progress;
 pub mod scale;

@@ -49,6 +49,10 @@ enum Command {
     Scale(ctl::scale::ScaleArgs),
     /// List pods, deployments, services or nodes without kubectl.
     Get(ctl::get::GetArgs),
+    /// Prepare every host for Kubernetes in parallel (swap off, kernel settings, containerd,
+    /// kubelet/kubeadm/kubectl, kubelet node IP), with live progress. Idempotent; exits non-zero
+    /// when a host fails.
+    Prepare(ctl::prepare::PrepareArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,5 +115,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deploy(args) => args.run(&config).await,
         Command::Scale(args) => args.run(&config).await,
         Command::Get(args) => args.run(&config).await,
+        Command::Prepare(args) => args.run(&config).await,
     }
 }

@@ -1,14 +1,18 @@
 //! The `Host` service served by every agent.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use agent_proto::v1;
 use cluster_common::Identity;
 use cluster_common::config::HostRole;
 use futures::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
-use crate::{AgentContext, Error, facts};
+use crate::events::EventSink;
+use crate::exec::{CommandRunner, SystemRunner};
+use crate::{AgentContext, Error, facts, prepare};
 
 /// A stream of step events, as every streamed RPC returns.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<v1::StepEvent, Status>> + Send>>;
@@ -17,12 +21,25 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<v1::StepEvent, Status>> 
 #[derive(Debug, Clone)]
 pub struct HostService {
     ctx: AgentContext,
+    runner: Arc<dyn CommandRunner>,
+    /// One prepare at a time on a host; a second waits for the first.
+    prepare_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HostService {
-    /// A Host service for this agent.
+    /// A Host service for this agent, running real commands.
     pub fn new(ctx: AgentContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            runner: Arc::new(SystemRunner),
+            prepare_lock: Arc::default(),
+        }
+    }
+
+    /// Runs host commands through `runner` instead (tests).
+    pub fn with_runner(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.runner = runner;
+        self
     }
 }
 
@@ -64,7 +81,24 @@ impl agent_proto::Host for HostService {
         Identity::of_request(&request)
             .and_then(|id| id.require_admin("prepare the host"))
             .map_err(Error::from)?;
-        Err(Error::NotImplemented("Host.Prepare").into())
+        let plan = request.get_ref().plan;
+        let host = prepare::Host {
+            root: self.ctx.root.clone(),
+            runner: self.runner.clone(),
+            config: self.ctx.config.clone(),
+            spec: self.ctx.host.clone(),
+        };
+        let (sink, stream) = EventSink::new(self.ctx.host.name.as_str(), plan);
+        let lock = self.prepare_lock.clone();
+        tokio::spawn(
+            async move {
+                let _one_at_a_time = lock.lock().await;
+                let summary = prepare::run(&host, &prepare::steps(), &sink, plan).await;
+                tracing::info!(plan, changed = ?summary.changed, failed = ?summary.failed, "prepare done");
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(stream))
     }
 
     type ResetStream = EventStream;

@@ -12,6 +12,7 @@ pub mod events;
 pub mod exec;
 pub mod facts;
 pub mod host_service;
+pub mod prepare;
 pub mod join;
 pub mod kubeadm;
 pub mod server;

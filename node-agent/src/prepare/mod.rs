@@ -1,0 +1,275 @@
+//! Host preparation: the ordered, idempotent steps that make a fresh Ubuntu VM ready for
+//! `kubeadm init` / `kubeadm join` (they replace the seed's Ansible playbooks).
+//!
+//! Each [`Step`] is a small named unit: `check` reads the host and lists what must change
+//! (nothing: the step is `unchanged`), `apply` makes those changes, `verify` checks again. Every
+//! step reports through an [`EventSink`] (`running`, then `unchanged` | `changed` | `failed`, with
+//! its duration). A failed step stops the run; its event carries the failed command's argv, exit
+//! code and stderr. With `plan`, only `check` runs and `changed` means "would change".
+//!
+//! On the host the steps touch, all below the host root: `etc/fstab` (+ backup),
+//! `etc/modules-load.d/k8s.conf`, `etc/sysctl.d/k8s.conf`, `etc/apt/keyrings/`,
+//! `etc/apt/sources.list.d/{docker,kubernetes}.list`, `etc/containerd/config.toml`,
+//! `etc/default/kubelet`; and they run `swapoff`, `systemctl`, `modprobe`, `sysctl`, `curl`,
+//! `gpg`, `apt-get`, `apt-mark`, `dpkg-query`, `containerd`, `ctr` through the
+//! [`CommandRunner`].
+
+pub mod apt;
+pub mod fsx;
+pub mod kernel;
+pub mod kubelet;
+pub mod packages;
+pub mod preflight;
+pub mod runtime;
+pub mod swap;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use agent_proto::{CommandFailure, StepState};
+use cluster_common::config::{ClusterConfig, HostSpec};
+
+use crate::events::EventSink;
+use crate::exec::{Cmd, CommandRunner, ExecError, Output};
+
+/// Everything a step may touch: the host root, the command runner, cluster.yaml and this host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The host root every path is joined onto.
+    pub root: PathBuf,
+    /// Runs every command.
+    pub runner: Arc<dyn CommandRunner>,
+    /// The validated cluster.yaml.
+    pub config: Arc<ClusterConfig>,
+    /// This host.
+    pub spec: HostSpec,
+}
+
+impl Host {
+    /// `abs` (a host path like `/etc/fstab`) below the host root.
+    pub fn path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+
+    /// Runs `cmd`; a non-zero exit is an error.
+    pub async fn run(&self, cmd: Cmd) -> Result<Output, StepError> {
+        Ok(self.runner.run(&cmd).await?)
+    }
+
+    /// Runs `cmd` and returns its output whatever the exit code.
+    pub async fn output(&self, cmd: Cmd) -> Result<Output, StepError> {
+        Ok(self.runner.output(&cmd).await?)
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A command failed or could not run.
+    #[error(transparent)]
+    Command(#[from] ExecError),
+    /// A host file could not be read or written.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    File {
+        /// The file (below the host root).
+        path: PathBuf,
+        /// What was being done, e.g. "write".
+        action: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The host is not fit and the step cannot fix it: every problem, each with what to do.
+    #[error("{}", problems.join("; "))]
+    Unfit {
+        /// Each problem with its remedy.
+        problems: Vec<String>,
+    },
+    /// `apply` ran but a re-check still finds differences.
+    #[error("still not as wanted after applying: {}", .0.join("; "))]
+    NotConverged(Vec<String>),
+}
+
+impl StepError {
+    /// A file error for `path`.
+    pub fn file(path: &Path, action: &'static str, source: std::io::Error) -> Self {
+        StepError::File {
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    /// One problem the operator must fix.
+    pub fn unfit(problem: impl Into<String>) -> Self {
+        StepError::Unfit {
+            problems: vec![problem.into()],
+        }
+    }
+
+    /// The failed command for the wire, when a command failed.
+    pub fn command_failure(&self) -> Option<CommandFailure> {
+        match self {
+            StepError::Command(e) => Some(e.to_failure()),
+            StepError::File { .. } | StepError::Unfit { .. } | StepError::NotConverged(_) => None,
+        }
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// The changes `apply` would make, one phrase each; empty when the host is as wanted.
+    pub changes: Vec<String>,
+    /// What is already right, for the `unchanged` message.
+    pub state: String,
+}
+
+impl Check {
+    /// Nothing to do; `state` says what holds.
+    pub fn ok(state: impl Into<String>) -> Self {
+        Self {
+            changes: Vec::new(),
+            state: state.into(),
+        }
+    }
+
+    /// True when nothing must change.
+    pub fn is_ok(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// One named preparation step.
+#[tonic::async_trait]
+pub trait Step: Send + Sync + std::fmt::Debug {
+    /// Short stable name, e.g. `swap`.
+    fn name(&self) -> &'static str;
+
+    /// Reads the host and lists what must change. Runs no mutating command.
+    async fn check(&self, host: &Host) -> Result<Check, StepError>;
+
+    /// Makes the changes `check` listed.
+    async fn apply(&self, host: &Host, check: &Check) -> Result<(), StepError>;
+
+    /// After `apply`: the host must now be as wanted. By default `check` must find nothing.
+    async fn verify(&self, host: &Host) -> Result<(), StepError> {
+        let again = self.check(host).await?;
+        if again.is_ok() {
+            Ok(())
+        } else {
+            Err(StepError::NotConverged(again.changes))
+        }
+    }
+}
+
+/// Every step, in order.
+pub fn steps() -> Vec<Box<dyn Step>> {
+    vec![
+        Box::new(preflight::Preflight),
+        Box::new(swap::SwapOff),
+        Box::new(kernel::Kernel),
+        Box::new(runtime::ContainerRuntime),
+        Box::new(packages::KubernetesPackages),
+        Box::new(kubelet::KubeletNodeIp),
+    ]
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Steps that changed (or, in a plan, would change) something.
+    pub changed: Vec<&'static str>,
+    /// The step that failed, if any (the run stopped there).
+    pub failed: Option<&'static str>,
+}
+
+/// Runs `steps` in order on `host`, reporting each through `sink`; stops at the first failure.
+/// With `plan`, only checks run and nothing changes.
+pub async fn run(host: &Host, steps: &[Box<dyn Step>], sink: &EventSink, plan: bool) -> Summary {
+    let mut summary = Summary {
+        changed: Vec::new(),
+        failed: None,
+    };
+    for step in steps {
+        let name = step.name();
+        let started = sink.start(name, "checking").await;
+        match run_step(host, step.as_ref(), plan).await {
+            Ok(check) if check.is_ok() => {
+                sink.send(
+                    name,
+                    StepState::Unchanged,
+                    check.state,
+                    started.elapsed(),
+                    None,
+                )
+                .await;
+            }
+            Ok(check) => {
+                summary.changed.push(name);
+                let verb = if plan { "would " } else { "" };
+                let message = format!("{verb}{}", check.changes.join("; "));
+                sink.send(name, StepState::Changed, message, started.elapsed(), None)
+                    .await;
+            }
+            Err(e) => {
+                summary.failed = Some(name);
+                let message = e.to_string();
+                sink.send(
+                    name,
+                    StepState::Failed,
+                    message,
+                    started.elapsed(),
+                    e.command_failure(),
+                )
+                .await;
+                break;
+            }
+        }
+    }
+    summary
+}
+
+async fn run_step(host: &Host, step: &dyn Step, plan: bool) -> Result<Check, StepError> {
+    let t = Instant::now();
+    let check = step.check(host).await?;
+    if check.is_ok() || plan {
+        return Ok(check);
+    }
+    tracing::debug!(step = step.name(), changes = ?check.changes, "applying");
+    step.apply(host, &check).await?;
+    step.verify(host).await?;
+    tracing::debug!(step = step.name(), elapsed = ?t.elapsed(), "applied");
+    Ok(check)
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+/// Whether a command line the steps run can change the host. A second prepare on a prepared
+/// host runs only commands for which this is false (`dpkg-query`, `apt-mark showhold`,
+/// `systemctl is-active|is-enabled|list-units`, `containerd config default`, `ctr … plugins ls`).
+pub fn is_mutating(argv: &[String]) -> bool {
+    let mut args = argv.iter().map(String::as_str).peekable();
+    if args.peek() == Some(&"env") {
+        args.next();
+        while args.peek().is_some_and(|a| a.contains('=')) {
+            args.next();
+        }
+    }
+    let rest: Vec<&str> = args.collect();
+    let program = rest.first().map(|p| p.rsplit('/').next().unwrap_or(p));
+    let sub = rest.get(1).copied().unwrap_or("");
+    let read_only = match program {
+        Some("dpkg-query" | "apt-cache") => true,
+        Some("apt-mark") => sub == "showhold",
+        Some("systemctl") => matches!(
+            sub,
+            "is-active" | "is-enabled" | "list-units" | "show" | "status" | "cat"
+        ),
+        Some("containerd") => rest.get(1..3) == Some(&["config", "default"]),
+        Some("ctr") => rest.windows(2).any(|w| w == ["plugins", "ls"]),
+        _ => false,
+    };
+    !read_only
+}
