@@ -1,6 +1,6 @@
 //! The CNI: Calico through its operator. The operator's manifests come from cluster.yaml
-//! (`cni.operatorCrds`, `cni.tigeraOperator`: URLs on real VMs, fetched with `curl`; local files
-//! in the test world), then an `Installation` whose IP pool is the pod CIDR and whose node address
+//! (`cni.operatorCrds`, `cni.tigeraOperator`: URLs fetched with `curl` on the host — `https://` on
+//! real VMs, `file:///srv/mirror/...` in the test world — or plain local paths), then an `Installation` whose IP pool is the pod CIDR and whose node address
 //! autodetection uses the node's InternalIP (the kubelet's `--node-ip`, i.e. the private-network
 //! NIC on two-NIC Vagrant VMs). Everything is applied server-side.
 
@@ -67,18 +67,19 @@ pub async fn installed(client: &Client, config: &ClusterConfig) -> Result<bool, 
 /// Where a manifest source points: a URL to fetch, or a local file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// http(s) URL.
+    /// A URL (`https://`, `http://`, `file://`), fetched by `curl` on the host, like the package
+    /// keys of host preparation (so `file:///srv/mirror/...` is a path on the host).
     Url(String),
-    /// Local file (relative paths are resolved against cluster.yaml's directory).
+    /// A plain path read by the agent (relative paths against cluster.yaml's directory).
     File(PathBuf),
 }
 
 /// Classifies a cluster.yaml manifest reference.
 pub fn source(reference: &str, config_dir: &Path) -> Source {
-    if reference.starts_with("https://") || reference.starts_with("http://") {
+    if reference.contains("://") {
         return Source::Url(reference.to_string());
     }
-    let path = Path::new(reference.strip_prefix("file://").unwrap_or(reference));
+    let path = Path::new(reference);
     Source::File(if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -169,9 +170,10 @@ mod tests {
             Source::File("/c/f/crds.yaml".into())
         );
         assert_eq!(
-            source("file:///abs.yaml", dir),
-            Source::File("/abs.yaml".into())
+            source("file:///srv/mirror/c.yaml", dir),
+            Source::Url("file:///srv/mirror/c.yaml".into())
         );
+        assert_eq!(source("/abs.yaml", dir), Source::File("/abs.yaml".into()));
     }
 
     #[tokio::test]
