@@ -189,13 +189,14 @@ impl Server {
                     json_resp(200, &l)
                 }
             }
-            ["openapi", "v2"] | ["openapi", "v3"] | ["openapi", "v3", ..] | ["swagger.json"] => {
-                err(ApiError::new(
-                    404,
-                    "NotFound",
-                    "the server could not find the requested resource",
-                ))
-            }
+            ["openapi", "v3"] => json_resp(200, &self.openapi_root()),
+            ["openapi", "v3", "api", v] => json_resp(200, &self.openapi_gv("", v)),
+            ["openapi", "v3", "apis", g, v] => json_resp(200, &self.openapi_gv(g, v)),
+            ["openapi", ..] | ["swagger.json"] => err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )),
             _ => {
                 let target = match self.target(&segs) {
                     Ok(t) => t,
@@ -212,6 +213,61 @@ impl Server {
                 .await
             }
         }
+    }
+
+    /// `/openapi/v3`: one entry per group-version.
+    fn openapi_root(&self) -> Value {
+        let mut paths = serde_json::Map::new();
+        for d in self.api.resources() {
+            let p = if d.group.is_empty() {
+                format!("api/{}", d.version)
+            } else {
+                format!("apis/{}/{}", d.group, d.version)
+            };
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=simkube{}", self.api.resources().len())}),
+            );
+        }
+        json!({"paths": paths})
+    }
+
+    /// A minimal OpenAPI v3 document of a group-version: one PATCH operation per kind that
+    /// declares the `fieldValidation` parameter, so kubectl leaves validation to the server
+    /// (which accepts it; schemas are not served, so `kubectl explain` does not work).
+    fn openapi_gv(&self, g: &str, v: &str) -> Value {
+        let mut paths = serde_json::Map::new();
+        for d in self
+            .api
+            .resources()
+            .iter()
+            .filter(|d| d.group == g && d.version == v)
+        {
+            let prefix = if g.is_empty() {
+                format!("/api/{v}")
+            } else {
+                format!("/apis/{g}/{v}")
+            };
+            let path = if d.namespaced {
+                format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", d.plural)
+            } else {
+                format!("{prefix}/{}/{{name}}", d.plural)
+            };
+            let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+                .iter()
+                .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
+                .collect();
+            paths.insert(
+                path,
+                json!({"patch": {"operationId": format!("patch{}", d.kind),
+                    "x-kubernetes-group-version-kind": {"group": d.group, "version": d.version, "kind": d.kind},
+                    "x-kubernetes-action": "patch", "parameters": params,
+                    "responses": {"200": {"description": "OK"}}}}),
+            );
+        }
+        let (ma, mi) = self.api.version;
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": format!("v{ma}.{mi}.0")},
+            "paths": paths, "components": {"schemas": {}}})
     }
 
     fn group_list(&self) -> Value {
