@@ -9,13 +9,17 @@
 //! It writes only under the PKI directory (and, later, the kubeconfig next to cluster.yaml).
 
 pub mod agents;
+pub mod bootstrap;
 pub mod deploy;
 pub mod facts;
 pub mod fsutil;
 pub mod get;
 pub mod kube;
+pub mod kubeconfig;
 pub mod output;
 pub mod pki;
 pub mod prepare;
 pub mod progress;
+pub mod reset;
 pub mod scale;
+pub mod status;

@@ -49,6 +49,18 @@ enum Command {
     Scale(ctl::scale::ScaleArgs),
     /// List pods, deployments, services or nodes without kubectl.
     Get(ctl::get::GetArgs),
+    /// Form the cluster: prepare every host in parallel, kubeadm init on the master as soon as
+    /// it is prepared, join each node as soon as it is prepared and the master is up, wait until
+    /// every node is Ready, write the admin kubeconfig next to cluster.yaml. Idempotent.
+    Bootstrap(ctl::bootstrap::BootstrapArgs),
+    /// Named health checks (agents, preparation, control plane, nodes Ready with the right IP,
+    /// CNI); exits non-zero when one fails.
+    Status(ctl::status::StatusArgs),
+    /// Print the cluster's admin kubeconfig, or write it with -o FILE (0600).
+    Kubeconfig(ctl::kubeconfig::KubeconfigArgs),
+    /// Take hosts out of the cluster (drain, delete the node, kubeadm reset) keeping them
+    /// prepared: every node then the master, or one host with --host.
+    Reset(ctl::reset::ResetArgs),
     /// Prepare every host for Kubernetes in parallel (swap off, kernel settings, containerd,
     /// kubelet/kubeadm/kubectl, kubelet node IP), with live progress. Idempotent; exits non-zero
     /// when a host fails.
@@ -115,6 +127,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deploy(args) => args.run(&config).await,
         Command::Scale(args) => args.run(&config).await,
         Command::Get(args) => args.run(&config).await,
+        Command::Bootstrap(args) => args.run(&config).await,
+        Command::Status(args) => args.run(&config).await,
+        Command::Kubeconfig(args) => args.run(&config).await,
+        Command::Reset(args) => args.run(&config).await,
         Command::Prepare(args) => args.run(&config).await,
     }
 }

@@ -111,6 +111,18 @@ impl agent_proto::Host for HostService {
         Identity::of_request(&request)
             .and_then(|id| id.require_admin("reset the host"))
             .map_err(Error::from)?;
-        Err(Error::NotImplemented("Host.Reset").into())
+        let (sink, stream) = EventSink::new(self.ctx.host.name.as_str(), false);
+        let (root, runner) = (self.ctx.root.clone(), self.runner.clone());
+        // Not while a prepare runs on this host.
+        let lock = self.prepare_lock.clone();
+        tokio::spawn(
+            async move {
+                let _one_at_a_time = lock.lock().await;
+                // The outcome is in the events.
+                let _ = crate::reset::run(&root, runner.as_ref(), &sink).await;
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(stream))
     }
 }

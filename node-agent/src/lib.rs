@@ -12,9 +12,10 @@ pub mod events;
 pub mod exec;
 pub mod facts;
 pub mod host_service;
-pub mod prepare;
 pub mod join;
 pub mod kubeadm;
+pub mod prepare;
+pub mod reset;
 pub mod server;
 pub mod worker;
 
