@@ -3,6 +3,7 @@
 //! harness.
 
 pub mod bins;
+pub mod demo;
 pub mod harness;
 pub mod netns;
 pub mod roots;

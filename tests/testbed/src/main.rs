@@ -21,6 +21,9 @@ enum Command {
     /// Serves a standalone simulated cluster (one tainted control-plane node and N Ready
     /// workers) over HTTPS, writes an admin kubeconfig, prints READY, runs until SIGTERM/SIGINT.
     Cluster(simkube::standalone::ClusterArgs),
+    /// The playground: the seed's whole story (pki init, bootstrap, deploy letschat, scale to
+    /// 3) with the real binaries on three simulated hosts; keeps the cluster up until Ctrl-C.
+    Demo(testbed::demo::DemoArgs),
 }
 
 /// Arguments of `testbed up`.
@@ -40,14 +43,25 @@ struct UpArgs {
     template: String,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Up(args) => up(args),
         Command::Cluster(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("tokio runtime")?
             .block_on(simkube::standalone::run(args)),
+        Command::Demo(args) => testbed::demo::run(args),
     }
 }
 
@@ -68,24 +82,8 @@ fn up(args: UpArgs) -> Result<()> {
         );
     }
     println!("READY");
-    wait_for_signal()?;
+    testbed::demo::wait_for_signal()?;
     eprintln!("stopping");
     drop(tb);
-    Ok(())
-}
-
-fn wait_for_signal() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("signal runtime")?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            r = tokio::signal::ctrl_c() => r?,
-        }
-        Ok::<_, std::io::Error>(())
-    })?;
     Ok(())
 }
