@@ -9,7 +9,8 @@
 //!
 //! `deploy -f` is `kubectl apply --server-side -f`: kinds through discovery, Namespaces and CRDs
 //! first, then config and Services, then workloads. With `--wait`, workloads are applied one at a
-//! time in the order given and each is waited for (rollout complete) before the next, so
+//! time in the order given and each Deployment, DaemonSet and StatefulSet is waited for
+//! (`kubectl rollout status` logic) before the next (other kinds are not waited for), so
 //! dependencies listed first (MongoDB before Let's Chat, as in the seed) are up before their
 //! users start.
 
@@ -19,12 +20,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cluster_common::config::{AppSpec, ClusterConfig, HostRole};
 use cluster_common::manifest::{self, Applied, Applier, Manifest};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use crate::kube::{FIELD_MANAGER, wait_rollout};
+use crate::kube::{FIELD_MANAGER, daemonset_status, statefulset_status, wait_rollout, wait_until};
 
 /// The embedded MongoDB manifests (Deployment + Service).
 pub const MONGO_YAML: &str = include_str!("../manifests/letschat/mongo.yaml");
@@ -169,14 +170,26 @@ pub async fn deploy_files(
         let mut one = applier.apply_all(vec![w]).await?;
         let a = one.remove(0);
         progress(&a.to_string());
-        if a.kind == "Deployment" {
-            let ns = a.namespace.clone().unwrap_or_else(|| namespace.to_string());
-            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-            progress(&format!(
-                "waiting for deployment/{} to be available",
-                a.name
-            ));
-            wait_rollout(&api, &a.name, opts.timeout, &mut *progress).await?;
+        let ns = a.namespace.clone().unwrap_or_else(|| namespace.to_string());
+        let what = format!("{}/{}", a.kind.to_lowercase(), a.name);
+        let t = opts.timeout;
+        match a.kind.as_str() {
+            "Deployment" => {
+                progress(&format!("waiting for {what} to be available"));
+                let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+                wait_rollout(&api, &a.name, t, &mut *progress).await?;
+            }
+            "DaemonSet" => {
+                progress(&format!("waiting for {what} to be available"));
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+                wait_until(&api, &a.name, t, daemonset_status, &mut *progress).await?;
+            }
+            "StatefulSet" => {
+                progress(&format!("waiting for {what} to be ready"));
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+                wait_until(&api, &a.name, t, statefulset_status, &mut *progress).await?;
+            }
+            _ => {}
         }
         applied.push(a);
     }
@@ -195,8 +208,9 @@ pub struct DeployArgs {
     /// Repeatable; directories are read by name, not recursively.
     #[arg(short = 'f', long = "filename", num_args = 1.., conflicts_with = "app")]
     pub files: Vec<PathBuf>,
-    /// With -f: apply workloads one at a time in the order given, each waited for until available
-    /// before the next. `deploy letschat` always waits.
+    /// With -f: apply workloads one at a time in the order given; each Deployment, DaemonSet and
+    /// StatefulSet is waited for until rolled out before the next. `deploy letschat` always
+    /// waits.
     #[arg(long)]
     pub wait: bool,
     /// Namespace for objects that name none (default: cluster.yaml app.namespace).

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
@@ -69,21 +69,21 @@ pub enum AppError {
         existing: Vec<String>,
     },
     /// The rollout exceeded its progress deadline.
-    #[error("deployment {name:?} exceeded its progress deadline: {message}")]
+    #[error("{name:?} exceeded its progress deadline: {message}")]
     RolloutFailed {
         /// Deployment name.
         name: String,
         /// The Progressing condition's message.
         message: String,
     },
-    /// The Deployment disappeared while we waited.
-    #[error("deployment {name:?} was deleted while waiting for its rollout")]
+    /// The workload is gone (deleted while we waited, or never created).
+    #[error("{name:?} does not exist (deleted while waiting for its rollout?)")]
     Deleted {
         /// Deployment name.
         name: String,
     },
     /// Waiting took too long.
-    #[error("deployment {name:?} not rolled out after {after:?}: {last}")]
+    #[error("{name:?} not rolled out after {after:?}: {last}")]
     Timeout {
         /// Deployment name.
         name: String,
@@ -191,11 +191,72 @@ pub async fn wait_rollout(
     api: &Api<Deployment>,
     name: &str,
     timeout: Duration,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<Deployment, AppError> {
+    wait_until(api, name, timeout, rollout_status, progress).await
+}
+
+/// `kubectl rollout status` for a DaemonSet: the new generation observed, every scheduled pod
+/// updated and available.
+pub fn daemonset_status(ds: &DaemonSet) -> Rollout {
+    let name = ds.name_any();
+    let generation = ds.metadata.generation.unwrap_or(0);
+    let Some(s) = &ds.status else {
+        return Rollout::Waiting(format!("waiting for daemon set {name:?} to be observed"));
+    };
+    if s.observed_generation.unwrap_or(0) < generation {
+        return Rollout::Waiting(format!("waiting for daemon set {name:?} to be observed"));
+    }
+    let want = s.desired_number_scheduled;
+    let updated = s.updated_number_scheduled.unwrap_or(0);
+    let available = s.number_available.unwrap_or(0);
+    if updated < want {
+        return Rollout::Waiting(format!("{updated} of {want} pods of {name:?} updated"));
+    }
+    if available < want {
+        return Rollout::Waiting(format!("{available} of {want} pods of {name:?} available"));
+    }
+    Rollout::Complete
+}
+
+/// `kubectl rollout status` for a StatefulSet: the new generation observed, every replica
+/// ready, the update revision rolled out.
+pub fn statefulset_status(sts: &StatefulSet) -> Rollout {
+    let name = sts.name_any();
+    let generation = sts.metadata.generation.unwrap_or(0);
+    let Some(s) = &sts.status else {
+        return Rollout::Waiting(format!("waiting for statefulset {name:?} to be observed"));
+    };
+    if s.observed_generation.unwrap_or(0) == 0 || s.observed_generation.unwrap_or(0) < generation {
+        return Rollout::Waiting(format!("waiting for statefulset {name:?} to be observed"));
+    }
+    let want = sts.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(1);
+    let ready = s.ready_replicas.unwrap_or(0);
+    if ready < want {
+        return Rollout::Waiting(format!("{ready} of {want} pods of {name:?} ready"));
+    }
+    if s.update_revision.is_some() && s.update_revision != s.current_revision {
+        return Rollout::Waiting(format!("statefulset {name:?} rolling update in progress"));
+    }
+    Rollout::Complete
+}
+
+/// Waits, on a watch of the one object `name`, until `status` says complete; prints each new
+/// waiting message through `progress`. The watch uses `default_backoff` (no sleep-polling).
+pub async fn wait_until<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    status: fn(&K) -> Rollout,
+    mut progress: impl FnMut(&str),
+) -> Result<K, AppError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api.clone(), cfg).default_backoff().boxed();
     let mut last = String::from("no status seen yet");
+    let mut seen = false;
     let fut = async {
         while let Some(event) = stream.try_next().await.transpose() {
             let event = match event {
@@ -211,9 +272,13 @@ pub async fn wait_rollout(
                 watcher::Event::Delete(_) => {
                     return Err(AppError::Deleted { name: name.into() });
                 }
+                watcher::Event::InitDone if !seen => {
+                    return Err(AppError::Deleted { name: name.into() });
+                }
                 watcher::Event::Init | watcher::Event::InitDone => continue,
             };
-            match rollout_status(&d) {
+            seen = true;
+            match status(&d) {
                 Rollout::Complete => return Ok(d),
                 Rollout::Failed(message) => {
                     return Err(AppError::RolloutFailed {
@@ -241,8 +306,13 @@ pub async fn wait_rollout(
     }
 }
 
-/// The Deployment `name`, or an error listing the Deployments that exist in the namespace.
-pub async fn get_deployment(api: &Api<Deployment>, name: &str) -> anyhow::Result<Deployment> {
+/// The Deployment `name` in `namespace`, or an error listing the Deployments that exist there.
+pub async fn get_deployment(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     if let Some(d) = api.get_opt(name).await? {
         return Ok(d);
     }
@@ -255,25 +325,10 @@ pub async fn get_deployment(api: &Api<Deployment>, name: &str) -> anyhow::Result
         .collect();
     Err(AppError::UnknownDeployment {
         name: name.into(),
-        namespace: api.namespace_or_default(),
+        namespace: namespace.into(),
         existing,
     }
     .into())
-}
-
-trait NamespaceOrDefault {
-    fn namespace_or_default(&self) -> String;
-}
-
-impl NamespaceOrDefault for Api<Deployment> {
-    fn namespace_or_default(&self) -> String {
-        self.resource_url()
-            .split('/')
-            .skip_while(|s| *s != "namespaces")
-            .nth(1)
-            .unwrap_or("default")
-            .to_string()
-    }
 }
 
 /// `matchLabels` of a Deployment as a label selector (`a=b,c=d`).
@@ -473,6 +528,33 @@ mod tests {
             rollout_status(&d),
             Rollout::Failed("ReplicaSet \"x-1\" has timed out progressing.".into())
         );
+    }
+
+    #[test]
+    fn daemonsets_and_statefulsets_wait_for_every_pod() {
+        let mut ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "calico-node", "generation": 1},
+            "status": {"observedGeneration": 1, "desiredNumberScheduled": 3,
+                       "currentNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": 2,
+                       "updatedNumberScheduled": 3, "numberAvailable": 2}
+        }))
+        .unwrap();
+        assert_eq!(
+            daemonset_status(&ds),
+            Rollout::Waiting("2 of 3 pods of \"calico-node\" available".into())
+        );
+        ds.status.as_mut().unwrap().number_available = Some(3);
+        assert_eq!(daemonset_status(&ds), Rollout::Complete);
+        let mut sts: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "generation": 2},
+            "spec": {"replicas": 2, "selector": {}, "serviceName": "db", "template": {}},
+            "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1,
+                       "currentRevision": "db-1", "updateRevision": "db-1"}
+        }))
+        .unwrap();
+        assert!(matches!(statefulset_status(&sts), Rollout::Waiting(_)));
+        sts.status.as_mut().unwrap().ready_replicas = Some(2);
+        assert_eq!(statefulset_status(&sts), Rollout::Complete);
     }
 
     #[test]

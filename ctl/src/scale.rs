@@ -85,8 +85,8 @@ pub async fn scale(
     timeout: Duration,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Scaled> {
+    get_deployment(client, namespace, name).await?;
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    get_deployment(&api, name).await?;
     let pp = PatchParams {
         field_manager: Some(SCALE_MANAGER.into()),
         ..PatchParams::default()

@@ -466,7 +466,7 @@ async fn a_progress_deadline_exceeded_rollout_fails_the_wait() {
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "deployment \"letschat\" exceeded its progress deadline: ReplicaSet \"letschat-1\" has timed out progressing."
+        "\"letschat\" exceeded its progress deadline: ReplicaSet \"letschat-1\" has timed out progressing."
     );
 }
 
