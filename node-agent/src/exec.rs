@@ -19,6 +19,8 @@ pub struct Cmd {
     pub args: Vec<String>,
     /// Bytes for stdin, if any (may be secret; never shown).
     pub stdin: Option<Vec<u8>>,
+    /// Extra environment variables (never secrets), e.g. `DEBIAN_FRONTEND=noninteractive`.
+    pub env: Vec<(String, String)>,
 }
 
 impl fmt::Debug for Cmd {
@@ -34,7 +36,14 @@ impl Cmd {
             program: program.into(),
             args: Vec::new(),
             stdin: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// Appends one argument.
@@ -180,6 +189,7 @@ impl CommandRunner for SystemRunner {
             use tokio::io::AsyncWriteExt;
             let mut c = tokio::process::Command::new(&cmd.program);
             c.args(&cmd.args)
+                .envs(cmd.env.iter().map(|(k, v)| (k, v)))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .stdin(if cmd.stdin.is_some() {

@@ -16,8 +16,8 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    Cmd::new("env")
-        .args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
+    Cmd::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
         .args(args)
 }
 

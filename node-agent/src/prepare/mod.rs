@@ -250,14 +250,7 @@ pub(crate) mod testutil;
 /// host runs only commands for which this is false (`dpkg-query`, `apt-mark showhold`,
 /// `systemctl is-active|is-enabled|list-units`, `containerd config default`, `ctr … plugins ls`).
 pub fn is_mutating(argv: &[String]) -> bool {
-    let mut args = argv.iter().map(String::as_str).peekable();
-    if args.peek() == Some(&"env") {
-        args.next();
-        while args.peek().is_some_and(|a| a.contains('=')) {
-            args.next();
-        }
-    }
-    let rest: Vec<&str> = args.collect();
+    let rest: Vec<&str> = argv.iter().map(String::as_str).collect();
     let program = rest.first().map(|p| p.rsplit('/').next().unwrap_or(p));
     let sub = rest.get(1).copied().unwrap_or("");
     let read_only = match program {
@@ -272,4 +265,156 @@ pub fn is_mutating(argv: &[String]) -> bool {
         _ => false,
     };
     !read_only
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::World;
+    use super::*;
+    use agent_proto::StepEvent;
+    use futures::StreamExt;
+
+    async fn prepare(w: &World, plan: bool) -> (Summary, Vec<StepEvent>) {
+        let host = w.host_master();
+        let (sink, stream) = EventSink::new("k8s-master", plan);
+        let summary = run(&host, &steps(), &sink, plan).await;
+        drop(sink);
+        let events = stream
+            .map(|e| StepEvent::try_from(e.unwrap()).unwrap())
+            .collect()
+            .await;
+        (summary, events)
+    }
+
+    fn finals(events: &[StepEvent]) -> Vec<(String, StepState)> {
+        events
+            .iter()
+            .filter(|e| e.state != StepState::Running)
+            .map(|e| (e.step.clone(), e.state))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fresh_host_is_prepared_then_a_second_run_changes_and_mutates_nothing() {
+        let w = World::fake_ubuntu();
+        let (first, events) = prepare(&w, false).await;
+        assert_eq!(first.failed, None, "{events:#?}");
+        assert_eq!(
+            first.changed,
+            vec![
+                "swap",
+                "kernel",
+                "container-runtime",
+                "kubernetes-packages",
+                "kubelet-node-ip"
+            ]
+        );
+        assert!(events.iter().all(|e| e.host == "k8s-master" && !e.planned));
+        let fstab = w.read("etc/fstab");
+        let mut want = b"# /etc/fstab\r\nUUID=1 / ext4 defaults 0 1\r\n".to_vec();
+        want.extend_from_slice(swap::MARKER);
+        want.extend_from_slice(b"/swap.img\tnone\tswap\tsw\t0\t0");
+        assert_eq!(fstab, want);
+        assert_eq!(
+            w.read("etc/default/kubelet"),
+            b"KUBELET_EXTRA_ARGS=--node-ip=127.0.0.2\n"
+        );
+
+        let before = w.runner.lines().len();
+        let (second, events) = prepare(&w, false).await;
+        assert_eq!(second.failed, None);
+        assert!(second.changed.is_empty(), "{events:#?}");
+        assert_eq!(finals(&events).len(), 6);
+        assert!(
+            finals(&events)
+                .iter()
+                .all(|(_, s)| *s == StepState::Unchanged)
+        );
+        let mutating: Vec<String> = w.runner.lines()[before..]
+            .iter()
+            .filter(|l| w.is_mutating(l))
+            .cloned()
+            .collect();
+        assert!(mutating.is_empty(), "second run mutated: {mutating:?}");
+    }
+
+    #[tokio::test]
+    async fn plan_reports_what_would_change_and_changes_nothing() {
+        let w = World::fake_ubuntu();
+        let fstab = w.read("etc/fstab");
+        let (summary, events) = prepare(&w, true).await;
+        assert_eq!(summary.failed, None, "{events:#?}");
+        assert_eq!(summary.changed.len(), 5);
+        let swap = events
+            .iter()
+            .find(|e| e.step == "swap" && e.state == StepState::Changed)
+            .unwrap();
+        assert!(swap.planned);
+        assert!(
+            swap.message.starts_with("would comment out swap"),
+            "{}",
+            swap.message
+        );
+        assert_eq!(w.read("etc/fstab"), fstab);
+        assert!(!w.exists("etc/sysctl.d/k8s.conf"));
+        assert!(!w.exists("etc/default/kubelet"));
+        let mutating: Vec<String> = w
+            .runner
+            .lines()
+            .into_iter()
+            .filter(|l| w.is_mutating(l))
+            .collect();
+        assert!(mutating.is_empty(), "plan mutated: {mutating:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_stops_the_run_and_its_event_carries_argv_code_stderr() {
+        let w = World::fake_ubuntu_with(|c| {
+            (c.program == "modprobe")
+                .then(|| World::fail(1, "modprobe: FATAL: Module br_netfilter not found"))
+        });
+        let (summary, events) = prepare(&w, false).await;
+        assert_eq!(summary.failed, Some("kernel"));
+        let last = events.last().unwrap();
+        assert_eq!(last.state, StepState::Failed);
+        let cmd = last.command.as_ref().unwrap();
+        assert_eq!(cmd.argv, vec!["modprobe", "overlay"]);
+        assert_eq!(cmd.exit_code, 1);
+        assert!(cmd.stderr.contains("FATAL"));
+        assert!(
+            !events.iter().any(|e| e.step == "container-runtime"),
+            "the run stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn unfit_host_fails_preflight_listing_everything_and_changes_nothing() {
+        let w = World::fake_ubuntu();
+        w.write("proc/self/status", b"Uid:\t1000\t1000\t1000\t1000\n");
+        w.write("proc/cpuinfo", b"processor\t: 0\n");
+        let fstab = w.read("etc/fstab");
+        let (summary, events) = prepare(&w, false).await;
+        assert_eq!(summary.failed, Some("preflight"));
+        let last = events.last().unwrap();
+        assert!(
+            last.message.contains("not root") && last.message.contains("1 CPU"),
+            "{}",
+            last.message
+        );
+        assert_eq!(w.read("etc/fstab"), fstab);
+        assert!(w.runner.lines().is_empty());
+    }
+
+    #[test]
+    fn read_only_commands_are_told_apart() {
+        let m = |s: &str| is_mutating(&s.split(' ').map(str::to_string).collect::<Vec<_>>());
+        assert!(!m("dpkg-query -W kubelet"));
+        assert!(!m("systemctl is-active containerd"));
+        assert!(!m("containerd config default"));
+        assert!(!m("apt-mark showhold"));
+        assert!(m("apt-mark hold kubelet"));
+        assert!(m("systemctl restart kubelet"));
+        assert!(m("apt-get update -q"));
+        assert!(m("swapoff /swap.img"));
+    }
 }

@@ -18,8 +18,6 @@ use crate::exec::Cmd;
 
 /// The containerd configuration file.
 pub const CONFIG: &str = "/etc/containerd/config.toml";
-/// containerd's socket (CRI and its own API).
-pub const SOCKET: &str = "/run/containerd/containerd.sock";
 /// How long containerd may take to answer after a restart.
 const CRI_WAIT: Duration = Duration::from_secs(20);
 
@@ -111,7 +109,8 @@ struct Found {
     config: Option<String>,
     enabled: bool,
     active: bool,
-    cri: bool,
+    /// `None` when the CRI plugin answers `ok`; else what `ctr plugins ls` said.
+    cri: Option<String>,
 }
 
 async fn desired_config(host: &Host) -> Result<String, StepError> {
@@ -152,18 +151,37 @@ async fn survey(host: &Host) -> Result<Found, StepError> {
             config: None,
             enabled: false,
             active: false,
-            cri: false,
+            cri: Some("containerd is not installed".into()),
         });
     }
     let want = desired_config(host).await?;
     let config = (!fsx::has_content(&host.path(CONFIG), want.as_bytes())?).then_some(want);
     let enabled = unit_enabled(host).await?;
     let active = unit_active(host).await?;
-    let cri = active && {
-        let out = host
-            .output(Cmd::new("ctr").args(["--address", SOCKET, "plugins", "ls"]))
-            .await?;
-        out.code == 0 && cri_ok(&out.stdout_str())
+    let cri = if active {
+        let out = host.output(Cmd::new("ctr").args(["plugins", "ls"])).await?;
+        if out.code == 0 && cri_ok(&out.stdout_str()) {
+            None
+        } else {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let row = out
+                .stdout_str()
+                .lines()
+                .find(|l| l.contains(" cri "))
+                .map(str::to_string);
+            Some(format!(
+                "`ctr plugins ls` exit {}: {}",
+                out.code,
+                row.unwrap_or_else(|| said
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("no cri plugin listed")
+                    .to_string())
+            ))
+        }
+    } else {
+        Some("containerd is not active".into())
     };
     Ok(Found {
         repo,
@@ -199,8 +217,10 @@ impl Step for ContainerRuntime {
         }
         if f.config.is_some() || !installed || !f.active {
             changes.push("restart containerd".into());
-        } else if !f.cri {
-            changes.push("restart containerd (the CRI plugin does not answer)".into());
+        } else if let Some(why) = &f.cri {
+            changes.push(format!(
+                "restart containerd (the CRI plugin does not answer: {why})"
+            ));
         }
         Ok(Check {
             changes,
@@ -221,7 +241,7 @@ impl Step for ContainerRuntime {
             host.run(Cmd::new("systemctl").args(["enable", "containerd"]))
                 .await?;
         }
-        if wrote || !unit_active(host).await? || !f.cri {
+        if wrote || !unit_active(host).await? || f.cri.is_some() {
             host.run(Cmd::new("systemctl").args(["restart", "containerd"]))
                 .await?;
         }
