@@ -75,12 +75,13 @@ impl Default for SimOptions {
 }
 
 impl SimOptions {
-    /// Options for fast tests: delays scaled by `scale`, heartbeats every 100 ms, grace 1 s.
+    /// Options for fast tests: delays scaled by `scale`, heartbeats every 100 ms, grace 3 s
+    /// (heartbeat times have second resolution, so the grace must exceed 1 s).
     pub fn fast(scale: f64) -> Self {
         SimOptions {
             delay_scale: scale,
             heartbeat: Duration::from_millis(100),
-            node_grace: Duration::from_secs(1),
+            node_grace: Duration::from_secs(3),
             tick: Duration::from_millis(20),
             ..Default::default()
         }

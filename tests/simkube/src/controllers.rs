@@ -612,9 +612,24 @@ fn schedule(api: &ApiServer) {
                 .unwrap_or("default-scheduler")
                 == "default-scheduler"
     }) {
+        // a node that is not Ready takes only pods tolerating its not-ready/unreachable taint
         let ok: Vec<&Arc<Value>> = nodes
             .iter()
-            .filter(|n| node_ready(n) && fits(p, n))
+            .filter(|n| {
+                let condition_ok = node_ready(n) || {
+                    let unknown = cond(n, "Ready").is_none_or(|c| c["status"] == "Unknown");
+                    let key = if unknown {
+                        "node.kubernetes.io/unreachable"
+                    } else {
+                        "node.kubernetes.io/not-ready"
+                    };
+                    tolerates(
+                        &p["spec"]["tolerations"],
+                        &json!({"key": key, "effect": "NoSchedule"}),
+                    )
+                };
+                condition_ok && fits(p, n)
+            })
             .collect();
         let ok_key = owner_key(p);
         let best = ok.iter().min_by_key(|n| {

@@ -22,18 +22,30 @@ async fn apply_creates_then_conflicts_with_another_manager_unless_forced() {
     let c = cluster(0.02, 2, true);
     let api: Api<Deployment> = Api::default_namespaced(c.kube_client());
     let d = api
-        .patch("web", &PatchParams::apply("ctl"), &Patch::Apply(deployment("web", 1)))
+        .patch(
+            "web",
+            &PatchParams::apply("ctl"),
+            &Patch::Apply(deployment("web", 1)),
+        )
         .await
         .expect("apply creates");
     assert_eq!(d.spec.unwrap().replicas, Some(1));
     let mf = d.metadata.managed_fields.unwrap();
     assert!(mf.iter().any(|m| m.manager.as_deref() == Some("ctl") && m.operation.as_deref() == Some("Apply")));
     // same manager again: no conflict
-    api.patch("web", &PatchParams::apply("ctl"), &Patch::Apply(deployment("web", 2)))
-        .await
-        .expect("re-apply by the owner");
+    api.patch(
+        "web",
+        &PatchParams::apply("ctl"),
+        &Patch::Apply(deployment("web", 2)),
+    )
+    .await
+    .expect("re-apply by the owner");
     let err = api
-        .patch("web", &PatchParams::apply("other"), &Patch::Apply(deployment("web", 5)))
+        .patch(
+            "web",
+            &PatchParams::apply("other"),
+            &Patch::Apply(deployment("web", 5)),
+        )
         .await
         .expect_err("conflict");
     match err {
@@ -45,7 +57,11 @@ async fn apply_creates_then_conflicts_with_another_manager_unless_forced() {
         e => panic!("unexpected {e}"),
     }
     let d = api
-        .patch("web", &PatchParams::apply("other").force(), &Patch::Apply(deployment("web", 5)))
+        .patch(
+            "web",
+            &PatchParams::apply("other").force(),
+            &Patch::Apply(deployment("web", 5)),
+        )
         .await
         .expect("forced apply");
     assert_eq!(d.spec.unwrap().replicas, Some(5));
@@ -55,13 +71,21 @@ async fn apply_creates_then_conflicts_with_another_manager_unless_forced() {
 async fn scale_subresource_reads_and_patches_replicas() {
     let c = cluster(0.02, 2, true);
     let api: Api<Deployment> = Api::default_namespaced(c.kube_client());
-    api.patch("web", &PatchParams::apply("ctl"), &Patch::Apply(deployment("web", 1)))
-        .await
-        .unwrap();
+    api.patch(
+        "web",
+        &PatchParams::apply("ctl"),
+        &Patch::Apply(deployment("web", 1)),
+    )
+    .await
+    .unwrap();
     let s = api.get_scale("web").await.expect("get_scale");
     assert_eq!(s.spec.unwrap().replicas, Some(1));
     let s = api
-        .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
         .await
         .expect("patch_scale");
     assert_eq!(s.spec.unwrap().replicas, Some(3));
@@ -70,7 +94,14 @@ async fn scale_subresource_reads_and_patches_replicas() {
     assert_eq!(d.metadata.generation, Some(2));
     let pods: Api<Pod> = Api::default_namespaced(c.kube_client());
     eventually(10, "3 pods", async || {
-        (pods.list(&ListParams::default().labels("app=web")).await.ok()?.items.len() == 3).then_some(())
+        (pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items
+            .len()
+            == 3)
+            .then_some(())
     })
     .await;
 }
@@ -79,15 +110,24 @@ async fn scale_subresource_reads_and_patches_replicas() {
 async fn watcher_recovers_from_a_forced_410_and_sees_new_objects() {
     let c = cluster(0.02, 0, true);
     let api: Api<ConfigMap> = Api::default_namespaced(c.kube_client());
-    let cm = |n: &str| serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n}, "data": {"k": "v"}})).unwrap();
-    api.create(&Default::default(), &cm("before")).await.unwrap();
-    let mut stream = watcher(api.clone(), watcher::Config::default()).default_backoff().boxed();
+    let cm = |n: &str| {
+        serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n}, "data": {"k": "v"}}))
+            .unwrap()
+    };
+    api.create(&Default::default(), &cm("before"))
+        .await
+        .unwrap();
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut inits = 0;
     let mut seen_before = false;
     while !(inits >= 1 && seen_before) {
         match stream.next().await.unwrap().unwrap() {
             watcher::Event::Init => inits += 1,
-            watcher::Event::InitApply(o) if o.metadata.name.as_deref() == Some("before") => seen_before = true,
+            watcher::Event::InitApply(o) if o.metadata.name.as_deref() == Some("before") => {
+                seen_before = true
+            }
             _ => {}
         }
     }
@@ -118,9 +158,13 @@ async fn watcher_recovers_from_a_forced_410_and_sees_new_objects() {
 async fn await_condition_sees_the_deployment_become_available() {
     let c = cluster(0.02, 2, true);
     let api: Api<Deployment> = Api::default_namespaced(c.kube_client());
-    api.patch("web", &PatchParams::apply("ctl"), &Patch::Apply(deployment("web", 2)))
-        .await
-        .unwrap();
+    api.patch(
+        "web",
+        &PatchParams::apply("ctl"),
+        &Patch::Apply(deployment("web", 2)),
+    )
+    .await
+    .unwrap();
     let cond = |d: Option<&Deployment>| {
         d.and_then(|d| d.status.as_ref())
             .is_some_and(|s| s.available_replicas == Some(2) && s.updated_replicas == Some(2))
