@@ -560,7 +560,7 @@ fn serve_control(conn: UnixStream, world: &World) {
         return;
     }
     let reply = match serde_json::from_str::<serde_json::Value>(&line) {
-        Ok(req) => match world.handle(&req) {
+        Ok(req) => match world.handle_request(&req) {
             Ok(v) => serde_json::json!({"ok": v}),
             Err(e) => serde_json::json!({"error": e}),
         },

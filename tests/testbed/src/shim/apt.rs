@@ -885,10 +885,14 @@ pub fn apt_mark(ctx: &mut Ctx) -> i32 {
     };
     match cmd.as_str() {
         "showhold" => {
-            for s in status(&ctx.root) {
-                if s.get("Status").is_some_and(|x| x.starts_with("hold")) {
-                    println!("{}", s.get("Package").cloned().unwrap_or_default());
-                }
+            let mut held: Vec<String> = status(&ctx.root)
+                .into_iter()
+                .filter(|s| s.get("Status").is_some_and(|x| x.starts_with("hold")))
+                .filter_map(|s| s.get("Package").cloned())
+                .collect();
+            held.sort();
+            for p in held {
+                println!("{p}");
             }
             0
         }
