@@ -67,7 +67,7 @@ impl ResourceDef {
             "update",
             "watch",
         ];
-        if self.plural == "bindings" {
+        if self.plural == "bindings" || self.plural == "selfsubjectreviews" {
             verbs = vec!["create"];
         }
         let mut out = vec![json!({
@@ -250,6 +250,15 @@ pub fn builtins() -> Vec<ResourceDef> {
             "PriorityClass",
             false,
             &["pc"],
+            false,
+            false,
+        ),
+        def(
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[],
             false,
             false,
         ),
