@@ -150,6 +150,9 @@ struct PodRun {
     kill_at: Option<Instant>,
     pull_failed: bool,
     started_at_s: String,
+    /// The resourceVersion this kubelet last saw or wrote while the pod was steady (running,
+    /// ready, nothing scheduled): an unchanged pod is skipped.
+    steady_rv: Option<String>,
 }
 
 /// The simulated state of one node.
@@ -395,6 +398,11 @@ impl Kubelets {
             );
         }
         let run = sim.pods.get_mut(&uid).expect("inserted");
+        let rv = util::s(&p["metadata"], "resourceVersion").to_string();
+        if run.steady_rv.as_deref() == Some(rv.as_str()) {
+            return None;
+        }
+        run.steady_rv = None;
         // deletion: stop, then remove the object
         if p["metadata"]["deletionTimestamp"].is_string() {
             let grace = p["metadata"]["deletionGracePeriodSeconds"]
@@ -595,14 +603,25 @@ impl Kubelets {
         set_condition(&mut n, "Ready", r, reason, &msg);
         set_condition(&mut n, "ContainersReady", r, reason, &msg);
         set_condition(&mut n, "PodScheduled", "True", "", "");
+        let steady = running
+            && ready
+            && run.exit_at.is_none()
+            && install_cni.is_none()
+            && !matches!(behaviour, Behaviour::TigeraOperator { .. });
         if n != *p {
             let mut t = self.api.store.txn();
             if let Some(cur) = t.get("pods", &ns, &pname)
                 && cur["metadata"]["uid"] == p["metadata"]["uid"]
                 && cur["metadata"]["resourceVersion"] == p["metadata"]["resourceVersion"]
             {
-                t.put("pods", &ns, &pname, n);
+                let stored = t.put("pods", &ns, &pname, n);
+                if steady {
+                    run.steady_rv =
+                        Some(util::s(&stored["metadata"], "resourceVersion").to_string());
+                }
             }
+        } else if steady {
+            run.steady_rv = Some(rv);
         }
         install_cni
     }
