@@ -37,9 +37,14 @@ pub enum SimError {
 /// Options of a simulated cluster.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// The version `/version` reports. The `kubectl` dispatcher runs `kubectl.1.<minor>` when
-    /// installed (1.27–1.33) and its built-in 1.32 otherwise; 1.33 is the default.
+    /// The version `/version` reports (default 1.31).
     pub version: (u32, u32),
+    /// The minor version `/version` reports to the `kubectl` dispatcher (User-Agent
+    /// `kubectl-dispatcher/…`), which then runs `kubectl.1.<minor>` (1.27–1.33 are installed; any
+    /// other minor runs its built-in 1.32). kubectl ≥ 1.32 sends protobuf bodies for typed
+    /// `kubectl create <kind>` generators, which this JSON-only server refuses (415), so the
+    /// default is 31 whatever `version` says. `None` tells the dispatcher the real version.
+    pub kubectl_minor: Option<u32>,
     /// Service CIDR (kubeadm's default 10.96.0.0/12).
     pub service_cidr: ipnet::Ipv4Net,
     /// Pod CIDR, split into one /24 per node.
@@ -62,6 +67,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             version: (1, 31),
+            kubectl_minor: Some(31),
             service_cidr: "10.96.0.0/12".parse().expect("cidr"),
             pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
             delay_scale: 1.0,
@@ -147,6 +153,7 @@ impl SimCluster {
             api: api.clone(),
             watch_reset: std::sync::Mutex::new(CancellationToken::new()),
             bookmark_every: Duration::from_secs(1),
+            dispatcher_minor: opts.kubectl_minor,
         });
         let kubelets = Arc::new(Kubelets::new(
             api.clone(),

@@ -50,6 +50,8 @@ pub struct Server {
     pub watch_reset: std::sync::Mutex<CancellationToken>,
     /// How often watches send bookmarks.
     pub bookmark_every: Duration,
+    /// The minor version told to the kubectl dispatcher (see [`crate::SimOptions`]).
+    pub dispatcher_minor: Option<u32>,
 }
 
 fn full(code: StatusCode, ct: &str, body: Vec<u8>) -> Response<Body> {
@@ -150,7 +152,15 @@ impl Server {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match segs.as_slice() {
             ["version"] => {
-                let (ma, mi) = self.api.version;
+                let (ma, mut mi) = self.api.version;
+                let dispatcher = req
+                    .headers()
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ua| ua.starts_with("kubectl-dispatcher"));
+                if dispatcher && let Some(m) = self.dispatcher_minor {
+                    mi = m;
+                }
                 json_resp(
                     200,
                     &json!({"major": ma.to_string(), "minor": mi.to_string(),

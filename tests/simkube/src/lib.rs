@@ -33,11 +33,14 @@
 //!   `on_cni_installed(hook)`; `publish_cluster_info(url)` (the bootstrap signer adds one
 //!   detached HS256 JWS per signing token); `expire_watches()` forces 410s.
 //! - Kubeconfigs: `kubeconfig(url, user, groups)`, `write_kubeconfig(path, url, user, groups)`.
-//! - `kubectl`: the installed `kubectl` is a dispatcher that asks `/version` and runs
-//!   `kubectl.1.<minor>` (1.27–1.33 installed); for any other minor it runs its built-in
-//!   1.32. The default reported version is therefore 1.33. `/openapi/v2|v3` answer 404, so
-//!   client-side validation must be off: use `kubectl create|apply --validate=false` (server-side
-//!   apply needs no OpenAPI).
+//! - `kubectl`: the installed `kubectl` is a dispatcher that asks `/version` (User-Agent
+//!   `kubectl-dispatcher/v1.0`) and runs `kubectl.1.<minor>` (1.27–1.33 installed; any other
+//!   minor runs its built-in 1.32). kubectl ≥ 1.32 sends protobuf bodies for typed generators
+//!   (`kubectl create deployment|namespace|configmap …`), which this JSON-only server answers
+//!   with 415, so the dispatcher is told minor 31 (`SimOptions::kubectl_minor`) while every
+//!   other client sees `SimOptions::version`. `/openapi/v3` serves stub documents declaring the
+//!   `fieldValidation` parameter, so kubectl validates server-side (no `--validate=false`
+//!   needed); schemas are not served (`kubectl explain` does not work).
 //! - Images (see [`kubelet::ImageTable`]): `mongo:4.4` ready after 2 s; `sdelements/lets-chat`
 //!   exits 1 unless Service `mongo` has a ready endpoint when it starts (CrashLoopBackOff);
 //!   `quay.io/tigera/operator` turns `Installation`s into a `calico-node` DaemonSet whose pods

@@ -21,8 +21,9 @@ pub struct ClusterArgs {
     /// Multiplies every simulated delay (image pull, start-up, back-off); 0 is instant.
     #[arg(long, default_value_t = 0.2)]
     pub delay_scale: f64,
-    /// Kubernetes minor version the server reports (the kubectl dispatcher picks its kubectl by it).
-    #[arg(long, default_value_t = 31)]
+    /// Kubernetes minor version the server reports (the kubectl dispatcher is always told 31:
+    /// newer kubectls send protobuf, which the simulated server does not read).
+    #[arg(long, default_value_t = 33)]
     pub minor: u32,
 }
 

@@ -206,3 +206,31 @@ async fn deleted_pod_is_replaced_and_watch_sees_it() {
     );
     assert!(seen.lines().count() >= 5, "watch saw few changes:\n{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_runs_a_json_kubectl_even_when_the_server_reports_a_newer_version() {
+    need_kubectl!();
+    common::simkube_crypto();
+    let c = simkube::SimCluster::new(simkube::SimOptions {
+        version: (1, 35),
+        ..simkube::SimOptions::fast(0.02)
+    })
+    .unwrap();
+    let k = Kubectl::new(&c).await;
+    let (_, out, _) = k.run(&["version"]).await;
+    assert!(out.contains("Client Version: v1.31"), "{out}");
+    assert!(out.contains("Server Version: v1.35.0"), "{out}");
+    let out = k.ok(&["create", "namespace", "shop"]).await;
+    assert!(out.contains("namespace/shop created"), "{out}");
+    let out = k
+        .ok(&[
+            "create",
+            "configmap",
+            "x",
+            "-n",
+            "shop",
+            "--from-literal=a=b",
+        ])
+        .await;
+    assert!(out.contains("configmap/x created"), "{out}");
+}
