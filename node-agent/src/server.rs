@@ -1,7 +1,9 @@
 //! Agent plumbing shared by both daemons: command-line options, the loaded context, and the
 //! mutual-TLS gRPC server with signal-driven shutdown.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -123,4 +125,38 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .context("gRPC server failed")
+}
+
+/// The whole life of an agent process, shared by both `main`s: logging, ring, context for
+/// `role`, TLS identity, listener, signals, then `serve` until SIGTERM/SIGINT. Any startup
+/// error is logged and becomes a non-zero exit.
+pub async fn run_agent<F, Fut>(opts: AgentOptions, role: HostRole, serve: F) -> ExitCode
+where
+    F: FnOnce(AgentContext, TlsMaterial, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    cluster_common::telemetry::init(opts.log_format, "info");
+    cluster_common::telemetry::install_crypto_provider();
+    let binary = match role {
+        HostRole::Master => "master-agent",
+        HostRole::Node => "node-agent",
+    };
+    let result = async {
+        let ctx = AgentContext::load(&opts, role)?;
+        let tls = ctx.tls()?;
+        let listener = ctx.bind().await?;
+        let shutdown = cluster_common::telemetry::shutdown_on_signals()?;
+        tracing::info!(host = %ctx.host.name, addr = %ctx.listen_addr(), root = %ctx.root.display(), "{binary} serving");
+        serve(ctx, tls, listener, shutdown).await?;
+        tracing::info!("{binary} stopped");
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
