@@ -382,6 +382,18 @@ impl SimCluster {
         })?;
         let mut sans = extra_sans.to_vec();
         sans.push(addr.ip().to_string());
+        if self
+            .api
+            .store
+            .get("endpoints", "default", "kubernetes")
+            .is_none()
+        {
+            let _ = self.apply_object(json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{"addresses": [{"ip": addr.ip().to_string()}],
+                    "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}]}));
+        }
         let serving: Issued = ca.serving(&sans)?;
         let cfg = ca.server_config(&serving)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);

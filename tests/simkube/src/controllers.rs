@@ -217,6 +217,16 @@ fn deployments(api: &ApiServer) {
                     "minReadySeconds": spec["minReadySeconds"].as_i64().unwrap_or(0)}});
             let def = api.def("replicasets.apps");
             if let Ok(v) = api.create(&def, &ns, rs, &Default::default()) {
+                let msg = format!("Scaled up replica set {} from 0 to {start}", name(&v));
+                event(
+                    api,
+                    &d,
+                    false,
+                    "ScalingReplicaSet",
+                    &msg,
+                    "deployment-controller",
+                    "",
+                );
                 new_rs = Some(Arc::new(v));
                 created_new = true;
             }
@@ -230,9 +240,24 @@ fn deployments(api: &ApiServer) {
         }
         let Some(new_rs) = new_rs else { continue };
         let set_replicas = |rs: &Value, n: i64| {
-            if rs["spec"]["replicas"].as_i64() == Some(n) {
+            let was = rs["spec"]["replicas"].as_i64().unwrap_or(0);
+            if was == n {
                 return;
             }
+            let msg = format!(
+                "Scaled {} replica set {} from {was} to {n}",
+                if n > was { "up" } else { "down" },
+                name(rs)
+            );
+            event(
+                api,
+                &d,
+                false,
+                "ScalingReplicaSet",
+                &msg,
+                "deployment-controller",
+                "",
+            );
             let mut t = api.store.txn();
             if let Some(cur) = t.get("replicasets.apps", &ns, name(rs)) {
                 let mut c = (*cur).clone();
@@ -517,12 +542,37 @@ fn replicasets(api: &ApiServer) {
                 {
                     m.remove("annotations");
                 }
-                let _ = api.create(&def_pod, &ns, pod, &Default::default());
+                if let Ok(created) = api.create(&def_pod, &ns, pod, &Default::default()) {
+                    let msg = format!("Created pod: {}", name(&created));
+                    event(
+                        api,
+                        &rs,
+                        false,
+                        "SuccessfulCreate",
+                        &msg,
+                        "replicaset-controller",
+                        "",
+                    );
+                }
             }
         } else if have > want {
             mine.sort_by(|a, b| victim_order(a, b));
             for p in mine.iter().take((have - want) as usize) {
-                let _ = api.delete(&def_pod, &ns, name(p), &json!({}), false);
+                if api
+                    .delete(&def_pod, &ns, name(p), &json!({}), false)
+                    .is_ok()
+                {
+                    let msg = format!("Deleted pod: {}", name(p));
+                    event(
+                        api,
+                        &rs,
+                        false,
+                        "SuccessfulDelete",
+                        &msg,
+                        "replicaset-controller",
+                        "",
+                    );
+                }
             }
         }
         let pods_now = list(api, "pods");
@@ -604,6 +654,7 @@ fn schedule(api: &ApiServer) {
             *by_owner.entry((n.to_string(), owner_key(p))).or_default() += 1;
         }
     }
+    let mut scheduled = Vec::new();
     for p in pods.iter().filter(|p| {
         p["spec"]["nodeName"].as_str().is_none_or(|n| n.is_empty())
             && active(p)
@@ -651,6 +702,7 @@ fn schedule(api: &ApiServer) {
         match best {
             Some(node) => {
                 let nn = name(node).to_string();
+                scheduled.push((n.clone(), nn.clone()));
                 n["spec"]["nodeName"] = json!(nn);
                 set_condition(&mut n, "PodScheduled", "True", "", "");
                 *load.entry(nn.clone()).or_default() += 1;
@@ -668,6 +720,14 @@ fn schedule(api: &ApiServer) {
         if n != *cur {
             t.put("pods", namespace(p), name(p), n);
         }
+    }
+    for (p, node) in scheduled {
+        let msg = format!(
+            "Successfully assigned {}/{} to {node}",
+            namespace(&p),
+            name(&p)
+        );
+        event(api, &p, false, "Scheduled", &msg, "default-scheduler", "");
     }
 }
 
@@ -1146,6 +1206,38 @@ fn bootstrap_signer(api: &ApiServer, _o: &ControllerOptions) {
             t.put("configmaps", "kube-public", "cluster-info", n);
         }
     }
+}
+
+/// Records a core/v1 Event about `obj` (as `kubectl describe` shows them).
+pub fn event(
+    api: &ApiServer,
+    obj: &Value,
+    warning: bool,
+    reason: &str,
+    message: &str,
+    component: &str,
+    host: &str,
+) {
+    let ns = match namespace(obj) {
+        "" => "default",
+        n => n,
+    };
+    let ts = now();
+    let mut t = api.store.txn();
+    let uid = t.new_uid();
+    let ename = format!("{}.{}", name(obj), &uid.replace('-', "")[..16]);
+    let mut source = json!({"component": component});
+    if !host.is_empty() {
+        source["host"] = json!(host);
+    }
+    let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": ename, "namespace": ns,
+            "uid": uid, "creationTimestamp": ts},
+        "involvedObject": {"kind": obj["kind"], "namespace": namespace(obj), "name": name(obj),
+            "uid": obj["metadata"]["uid"], "apiVersion": obj["apiVersion"]},
+        "reason": reason, "message": message, "source": source, "firstTimestamp": ts,
+        "lastTimestamp": ts, "count": 1, "type": if warning { "Warning" } else { "Normal" },
+        "reportingComponent": component, "reportingInstance": host});
+    t.put("events", ns, &ename, ev);
 }
 
 /// A random pod name suffix (re-exported for kubelets and tests).

@@ -144,7 +144,7 @@ struct PodRun {
     exit_at: Option<(Instant, i32)>,
     backoff_until: Option<Instant>,
     restarts: u32,
-    last_exit: Option<(i32, String, String)>,
+    last_exit: Option<(i32, String, String, String)>,
     seen: Option<Instant>,
     ip: String,
     kill_at: Option<Instant>,
@@ -412,6 +412,11 @@ impl Kubelets {
             let stop = self
                 .d(Duration::from_millis(300))
                 .min(Duration::from_secs(grace));
+            if run.kill_at.is_none() {
+                let cname = util::s(&p["spec"]["containers"][0], "name");
+                let msg = format!("Stopping container {cname}");
+                crate::controllers::event(&self.api, p, false, "Killing", &msg, "kubelet", node);
+            }
             let at = *run.kill_at.get_or_insert(now_i + stop);
             if now_i >= at {
                 self.api.force_remove("pods", &ns, &pname);
@@ -439,6 +444,12 @@ impl Kubelets {
         if !network_ok || pulling {
             waiting = Some(("ContainerCreating".into(), String::new()));
         } else if behaviour.is_none() {
+            if !run.pull_failed {
+                let msg = format!(
+                    "Failed to pull image \"{image}\": pull access denied, repository does not exist or may require authorization"
+                );
+                crate::controllers::event(&self.api, p, true, "Failed", &msg, "kubelet", node);
+            }
             run.pull_failed = true;
             let first = now_i < seen + self.d(self.images.pull) + self.d(Duration::from_secs(2));
             waiting = Some(if first {
@@ -473,6 +484,12 @@ impl Kubelets {
         });
         if waiting.is_none() {
             if run.started.is_none() {
+                if run.restarts == 0 {
+                    let msg = format!("Successfully pulled image \"{image}\"");
+                    crate::controllers::event(&self.api, p, false, "Pulled", &msg, "kubelet", node);
+                }
+                let msg = format!("Started container {cname}");
+                crate::controllers::event(&self.api, p, false, "Started", &msg, "kubelet", node);
                 run.started = Some(now_i);
                 run.started_at_s = now();
                 run.ready_at = None;
@@ -511,9 +528,14 @@ impl Kubelets {
                         "Error".into()
                     },
                     run.started_at_s.clone(),
+                    now(),
                 ));
                 run.backoff_until =
                     Some(now_i + self.d(Duration::from_secs(backoff_secs(run.restarts))));
+                let msg = format!(
+                    "Back-off restarting failed container {cname} in pod {pname}_{ns}({uid})"
+                );
+                crate::controllers::event(&self.api, p, true, "BackOff", &msg, "kubelet", node);
                 run.started = None;
                 waiting = Some((
                     "CrashLoopBackOff".into(),
@@ -564,9 +586,9 @@ impl Kubelets {
             json!({"running": {"startedAt": run.started_at_s}})
         };
         let mut last_state = json!({});
-        if let Some((code, reason, started)) = &run.last_exit {
+        if let Some((code, reason, started, finished)) = &run.last_exit {
             last_state = json!({"terminated": {"exitCode": code, "reason": reason,
-                "startedAt": started, "finishedAt": started, "containerID": format!("containerd://{uid}-{}", run.restarts)}});
+                "startedAt": started, "finishedAt": finished, "containerID": format!("containerd://{uid}-{}", run.restarts)}});
         }
         let statuses: Vec<Value> = containers
             .iter()

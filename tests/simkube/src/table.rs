@@ -132,12 +132,20 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 .filter(|c| c["ready"] == json!(true))
                 .count();
             let restarts: i64 = statuses.iter().map(|c| n(&c["restartCount"])).sum();
+            let last_restart = statuses
+                .iter()
+                .filter_map(|c| c["lastState"]["terminated"]["finishedAt"].as_str())
+                .max();
+            let restarts = match last_restart {
+                Some(t) if restarts > 0 => format!("{restarts} ({} ago)", age(Some(t))),
+                _ => restarts.to_string(),
+            };
             let gates = spec["readinessGates"].as_array().map_or(0, Vec::len);
             vec![
                 name,
                 json!(format!("{ready}/{total}")),
                 json!(pod_status(o)),
-                json!(restarts.to_string()),
+                json!(restarts),
                 a,
                 json!(st["podIP"].as_str().unwrap_or("<none>")),
                 json!(spec["nodeName"].as_str().unwrap_or("<none>")),
