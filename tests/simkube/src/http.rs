@@ -435,6 +435,16 @@ impl Server {
                     "status": {"userInfo": {"username": user.name, "groups": user.groups}}}),
             );
         }
+        if t.def.kind == "Pod"
+            && t.sub.as_deref() == Some("log")
+            && let Some(name) = &t.name
+        {
+            let ns = t.ns.clone().unwrap_or_default();
+            return match self.api.get(&t.def, &ns, name) {
+                Ok(p) => full(StatusCode::OK, "text/plain", pod_log(&p).into_bytes()),
+                Err(e) => err(e),
+            };
+        }
         let sub = match t.sub.as_deref() {
             None => Sub::Main,
             Some("status") if t.def.status => Sub::Status,
@@ -742,6 +752,35 @@ impl Server {
             .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
             .expect("response")
     }
+}
+
+/// What a simulated container "printed": start-up lines, and the crash reason of a container
+/// that exited (Let's Chat without MongoDB).
+fn pod_log(p: &Value) -> String {
+    let mut out = String::new();
+    for c in p["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let image = util::s(c, "image");
+        if c["state"]["running"].is_object() || c["lastState"]["terminated"].is_object() {
+            out.push_str(&format!(
+                "simulated container {} ({image}) started\n",
+                util::s(c, "name")
+            ));
+        }
+        if image.contains("lets-chat")
+            && c["lastState"]["terminated"].is_object()
+            && c["ready"] != json!(true)
+        {
+            out.push_str("error: Could not connect to database: MongoError: failed to connect to server [mongo:27017] on first connect\n");
+        }
+        if c["ready"] == json!(true) {
+            out.push_str("ready\n");
+        }
+    }
+    out
 }
 
 fn group_json(g: &str, vs: &[String]) -> Value {

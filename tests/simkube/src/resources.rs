@@ -91,6 +91,10 @@ impl ResourceDef {
                 json!({"name": "pods/binding", "singularName": "", "namespaced": true,
                 "kind": "Binding", "verbs": ["create"]}),
             );
+            out.push(
+                json!({"name": "pods/log", "singularName": "", "namespaced": true,
+                "kind": "Pod", "verbs": ["get"]}),
+            );
         }
         out
     }

@@ -65,6 +65,24 @@ async fn seed_story_replays() {
         "no node is Ready without a CNI"
     );
 
+    // a pod pinned to a node without CNI does not start (unless it uses the host network)
+    let pods_all: Api<Pod> = Api::default_namespaced(client.clone());
+    let pinned: Pod = serde_json::from_value(json!({"metadata": {"name": "pinned"},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "mongo:4.4"}]}}))
+    .unwrap();
+    pods_all.create(&Default::default(), &pinned).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let p = pods_all.get("pinned").await.unwrap();
+    let st = p.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    let waiting = st.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
+
     // Calico through its operator
     for f in [
         "operator-crds.yaml",
@@ -113,6 +131,24 @@ async fn seed_story_replays() {
     })
     .await;
     let oldest = crashing.metadata.name.clone().unwrap();
+    let log = pods.logs(&oldest, &Default::default()).await.unwrap();
+    assert!(log.contains("Could not connect to database"), "{log}");
+    // the pinned pod started once its node had a CNI
+    assert_eq!(
+        pods_all
+            .get("pinned")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Running")
+    );
+    pods_all
+        .delete("pinned", &Default::default())
+        .await
+        .unwrap();
 
     // MongoDB comes up; Let's Chat recovers
     let (mongo, mongo_svc) = app("mongo", "mongo:4.4", 27017, "ClusterIP");
