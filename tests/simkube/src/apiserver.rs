@@ -725,8 +725,35 @@ impl ApiServer {
             let last = t.remove(&def.gr(), ns, name);
             return Ok(last.map(|v| (*v).clone()).unwrap_or(new));
         }
-        if *old == new {
-            return Ok(new);
+        // a write that changes nothing but managedFields timestamps is a no-op (as the real
+        // server: the resourceVersion stays)
+        let without_mf = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(m) = v["metadata"].as_object_mut() {
+                m.remove("managedFields");
+                m.remove("resourceVersion");
+            }
+            v
+        };
+        let same_owners = |a: &Value, b: &Value| {
+            let strip = |v: &Value| -> Vec<Value> {
+                v["metadata"]["managedFields"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|mut e| {
+                        if let Some(o) = e.as_object_mut() {
+                            o.remove("time");
+                        }
+                        e
+                    })
+                    .collect()
+            };
+            strip(a) == strip(b)
+        };
+        if without_mf(old) == without_mf(&new) && same_owners(old, &new) {
+            return Ok(old.clone());
         }
         let stored = t.put(&def.gr(), ns, name, new);
         Ok((*stored).clone())

@@ -186,3 +186,24 @@ async fn await_condition_sees_the_deployment_become_available() {
     let prog = conds.iter().find(|c| c.type_ == "Progressing").unwrap();
     assert_eq!(prog.reason.as_deref(), Some("NewReplicaSetAvailable"));
 }
+
+#[tokio::test]
+async fn reapplying_the_same_configuration_keeps_the_resource_version() {
+    let c = cluster(0.02, 0, true);
+    let api: Api<ConfigMap> = Api::default_namespaced(c.kube_client());
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}});
+    let first = api
+        .patch("x", &PatchParams::apply("ctl"), &Patch::Apply(&cm))
+        .await
+        .unwrap();
+    // managedFields times have second resolution: make sure a second passes
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let again = api
+        .patch("x", &PatchParams::apply("ctl"), &Patch::Apply(&cm))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.metadata.resource_version,
+        again.metadata.resource_version
+    );
+}
