@@ -492,12 +492,14 @@ impl Drop for Testbed {
 /// Finds a workspace binary: next to the running executable (for `testbed up` in
 /// `target/<profile>/`), else through [`crate::bins`] (tests, which build it if needed).
 pub fn find_bin(name: &str) -> Result<PathBuf> {
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
+    // In a test (target/<profile>/deps/...), build first so no stale binary runs; otherwise
+    // (`testbed up` in target/<profile>/) take the binary next to this one.
+    let exe = std::env::current_exe().ok();
+    let dir = exe.as_deref().and_then(Path::parent);
+    if let Some(dir) = dir.filter(|d| !d.ends_with("deps")) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
         }
     }
     let p = crate::bins::bin_dir().join(name);

@@ -57,7 +57,10 @@ impl Network {
             .map(|d| Ipv4Addr::new(o[0], o[1], o[2], d))
             .find(|a| !ips.contains(a))
             .ok_or("no free address for the bridge")?;
-        let tag = std::process::id() % 100_000;
+        // Unique per testbed (several may run in one test process): names stay within IFNAMSIZ.
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 100;
+        let tag = (std::process::id() % 10_000) * 100 + n;
         let mut net = Network {
             bridge: format!("tbbr{tag}"),
             hosts: HashMap::new(),

@@ -768,3 +768,54 @@ fn kubeadm_init_fails_preflight_on_an_unprepared_host_and_forms_a_cluster_once_p
     drop(tb);
     drop(rt);
 }
+
+#[test]
+fn kubeadm_init_refuses_a_master_with_too_few_cpus_and_too_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &cfg,
+        "master: {name: m, ip: 127.72.7.10}\nnodes: []\npodCIDR: 10.244.0.0/16\n",
+    )
+    .unwrap();
+    let opts = UpOptions {
+        start_agents: false,
+        ..Default::default()
+    }
+    .variant("m", testbed::roots::Variant::Cpus(1))
+    .variant("m", testbed::roots::Variant::MemoryMb(1024));
+    let tb = Testbed::up(&cfg, &dir.path().join("state"), opts).unwrap();
+    prepare(&tb, "m");
+    std::fs::write(
+        tb.root("m").join("tmp/init.yaml"),
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nlocalAPIEndpoint:\n  advertiseAddress: 127.72.7.10\n",
+    )
+    .unwrap();
+    let o = run(&tb, "m", "kubeadm", &["init", "--config", "/tmp/init.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert!(
+        e.contains("[ERROR NumCPU]: the number of available CPUs 1 is less than the required 2"),
+        "{e}"
+    );
+    assert!(
+        e.contains("[ERROR Mem]: the system RAM (1024 MB) is less than the minimum 1700 MB"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("[ERROR CRI]"),
+        "the host is otherwise prepared: {e}"
+    );
+    let o = run(
+        &tb,
+        "m",
+        "kubeadm",
+        &[
+            "init",
+            "--config",
+            "/tmp/init.yaml",
+            "--ignore-preflight-errors=NumCPU,Mem",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+}
