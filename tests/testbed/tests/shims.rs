@@ -475,8 +475,52 @@ fn containerd_config_default_follows_the_installed_version_and_cri_needs_a_resta
         run(&tb, h, "crictl", &["info"]).status.code() == Some(1),
         "still the loaded config until a restart"
     );
+    assert!(!ok(&tb, h, "ctr", &["plugins", "ls"]).contains(" cri "));
     ok(&tb, h, "systemctl", &["restart", "containerd"]);
     ok(&tb, h, "crictl", &["info"]);
+    let plugins = ok(&tb, h, "ctr", &["plugins", "ls"]);
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.starts_with("io.containerd.grpc.v1")
+                && l.contains(" cri ")
+                && l.ends_with("ok")),
+        "{plugins}"
+    );
+    ok(&tb, h, "systemctl", &["stop", "containerd"]);
+    assert_eq!(
+        run(&tb, h, "ctr", &["plugins", "ls"]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn shims_accept_root_joined_absolute_paths_as_the_agent_passes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = world(dir.path(), "127.72.8");
+    let root = tb.root("node-1");
+    let download = root.join("etc/apt/keyrings/.k.download");
+    let out = root.join("etc/apt/keyrings/k.gpg");
+    ok(
+        &tb,
+        "node-1",
+        "curl",
+        &["-fsSL", "-o", download.to_str().unwrap(), K8S_KEY],
+    );
+    ok(
+        &tb,
+        "node-1",
+        "gpg",
+        &[
+            "--batch",
+            "--yes",
+            "--dearmor",
+            "-o",
+            out.to_str().unwrap(),
+            download.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&out).unwrap()[0], 0x99, "binary keyring");
 }
 
 #[test]

@@ -488,12 +488,13 @@ fn init(ctx: &mut Ctx, args: &[String]) -> Res<()> {
         .map(str::to_string)
         .or_else(|| flag_value(args, "--token"));
     if let Some(t) = &token
-        && !crate::world::valid_token(t) {
-            return fail(format!(
-                "bootstrapTokens[0].token: Invalid value: \"{}\": the bootstrap token is invalid",
-                "<redacted>"
-            ));
-        }
+        && !crate::world::valid_token(t)
+    {
+        return fail(format!(
+            "bootstrapTokens[0].token: Invalid value: \"{}\": the bootstrap token is invalid",
+            "<redacted>"
+        ));
+    }
     if minor_of(&version) > minor_of(&kubeadm_v) {
         return fail(format!(
             "this version of kubeadm only supports deploying clusters with the control plane version >= 1.{}.0. Current version: v{version}",
@@ -523,9 +524,10 @@ fn init(ctx: &mut Ctx, args: &[String]) -> Res<()> {
         ));
     }
     if let Some(kv) = super::apt::installed_version(&ctx.root, "kubelet")
-        && minor_of(&kv) > minor_of(&version) {
-            errors.push(("KubeletVersion".into(), format!("the kubelet version is higher than the control plane version. This is not a supported version skew and may lead to a malfunctional cluster. Kubelet version: \"{}\" Control plane version: \"{version}\"", kv.split('-').next().unwrap_or(""))));
-        }
+        && minor_of(&kv) > minor_of(&version)
+    {
+        errors.push(("KubeletVersion".into(), format!("the kubelet version is higher than the control plane version. This is not a supported version skew and may lead to a malfunctional cluster. Kubelet version: \"{}\" Control plane version: \"{version}\"", kv.split('-').next().unwrap_or(""))));
+    }
     for p in [port, 10259, 10257] {
         if port_in_use(&advertise, p) {
             errors.push((format!("Port-{p}"), format!("Port {p} is in use")));

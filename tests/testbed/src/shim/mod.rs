@@ -186,8 +186,12 @@ pub struct Ctx {
 
 impl Ctx {
     /// A path under the host root (`/etc/fstab` → `ROOT/etc/fstab`).
+    /// A path that already lies under the root (an agent passes root-joined paths) is kept.
     pub fn path(&self, p: impl AsRef<Path>) -> PathBuf {
         let p = p.as_ref();
+        if p.starts_with(&self.root) {
+            return p.to_path_buf();
+        }
         self.root.join(p.strip_prefix("/").unwrap_or(p))
     }
 
@@ -317,7 +321,8 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
         "lsmod" => system::lsmod(ctx),
         "sysctl" => system::sysctl(ctx),
         "containerd" => system::containerd(ctx),
-        "ctr" | "crictl" => system::crictl(ctx),
+        "ctr" => system::ctr(ctx),
+        "crictl" => system::crictl(ctx),
         "curl" => net::curl(ctx),
         "gpg" => net::gpg(ctx),
         "ip" => net::ip(ctx),

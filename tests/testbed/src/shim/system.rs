@@ -427,6 +427,7 @@ pub fn cri_disabled(config: &str) -> bool {
         !l.starts_with('#')
             && l.starts_with("disabled_plugins")
             && (l.contains("\"cri\"")
+                || l.contains("'cri'")
                 || l.contains("io.containerd.grpc.v1.cri")
                 || l.contains("io.containerd.cri.v1"))
     })
@@ -440,7 +441,57 @@ pub fn systemd_cgroup(config: &str) -> bool {
     })
 }
 
-/// `crictl info` / `ctr version`: asks the running containerd.
+/// `ctr plugins ls` / `ctr version`: asks the running containerd; a plugin disabled in the config
+/// it loaded is not listed (as in containerd).
+pub fn ctr(ctx: &mut Ctx) -> i32 {
+    let units = crate::shim::systemctl::Units::load(ctx);
+    if units.state("containerd.service") != "active" {
+        eprintln!(
+            "ctr: failed to dial \"/run/containerd/containerd.sock\": connection error: desc = \"transport: error while dialing: dial unix:///run/containerd/containerd.sock: timeout\""
+        );
+        return 1;
+    }
+    let loaded = ctx
+        .read("run/testbed/containerd-loaded.toml")
+        .unwrap_or_default();
+    let args: Vec<&str> = ctx.args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["plugins", "ls", ..] | ["plugin", "ls", ..] | ["plugins", "list", ..] => {
+            let v2 = containerd_major(ctx).unwrap_or(1) >= 2;
+            let mut rows = vec![
+                ("io.containerd.content.v1", "content", "-"),
+                ("io.containerd.snapshotter.v1", "overlayfs", "linux/amd64"),
+                ("io.containerd.runtime.v2", "task", "linux/amd64"),
+                ("io.containerd.grpc.v1", "containers", "-"),
+                ("io.containerd.grpc.v1", "version", "-"),
+            ];
+            if !cri_disabled(&loaded) {
+                if v2 {
+                    rows.push(("io.containerd.cri.v1", "images", "-"));
+                    rows.push(("io.containerd.cri.v1", "runtime", "linux/amd64"));
+                }
+                rows.push(("io.containerd.grpc.v1", "cri", "-"));
+            }
+            println!("{:<39}{:<25}{:<15}STATUS", "TYPE", "ID", "PLATFORMS");
+            for (t, id, p) in rows {
+                println!("{t:<39}{id:<25}{p:<15}ok");
+            }
+            0
+        }
+        ["version"] => {
+            let v = apt::installed_version(&ctx.root, "containerd.io").unwrap_or_default();
+            let v = v.split('-').next().unwrap_or("");
+            println!("Client:\n  Version:  v{v}\n\nServer:\n  Version:  v{v}");
+            0
+        }
+        _ => {
+            eprintln!("ctr: only `plugins ls` and `version` are simulated");
+            1
+        }
+    }
+}
+
+/// `crictl info`: asks the CRI of the running containerd.
 pub fn crictl(ctx: &mut Ctx) -> i32 {
     match cri_status(ctx) {
         Ok(()) => {
