@@ -137,7 +137,21 @@ impl Initialiser {
         let admin = kubeadm::host_path(root, kubeadm::ADMIN_CONF);
         let changed = !admin.exists();
         if changed {
-            let text = kubeadm_config::init_configuration(&self.ctx.config);
+            // What an interrupted or failed init left makes the next one fail preflight.
+            if node_agent::reset::kubeadm_state_present(root) {
+                self.runner
+                    .run(&Cmd::new("kubeadm").args(["reset", "-f"]))
+                    .await?;
+            }
+            let installed = self
+                .runner
+                .run(&Cmd::new("kubeadm").args(["version", "-o", "short"]))
+                .await
+                .ok()
+                .map(|o| o.stdout_str());
+            let version =
+                kubeadm_config::kubernetes_version(&self.ctx.config, installed.as_deref());
+            let text = kubeadm_config::init_configuration(&self.ctx.config, &version);
             let file = PrivateConfig::write(root, "init", "kubeadm-init.yaml", text.as_bytes())
                 .map_err(|source| Error::Io {
                     what: format!("write the kubeadm config under {}", root.display()),

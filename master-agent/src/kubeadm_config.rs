@@ -16,22 +16,26 @@ pub const INIT_TOKEN_DESCRIPTION: &str =
     "created by kubeadm init; unused: nodes join with tickets from the master agent";
 
 /// `kubernetesVersion`: the exact release when cluster.yaml pins a package version
-/// (`1.35.0-1.1` → `v1.35.0`), else the newest patch of the minor (`stable-1.35`).
-pub fn kubernetes_version(config: &ClusterConfig) -> String {
-    match &config.kubernetes_package_version {
-        Some(p) => {
-            let release = p.split('-').next().unwrap_or(p);
-            format!("v{}", release.trim_start_matches('v'))
+/// (`1.35.0-1.1` → `v1.35.0`), else the installed kubeadm's own release (`kubeadm version -o
+/// short`, passed as `installed`), else the newest patch of the minor (`stable-1.35`, which
+/// kubeadm resolves online).
+pub fn kubernetes_version(config: &ClusterConfig, installed: Option<&str>) -> String {
+    if let Some(p) = &config.kubernetes_package_version {
+        let release = p.split('-').next().unwrap_or(p);
+        return format!("v{}", release.trim_start_matches('v'));
+    }
+    let minor = config.kubernetes_version.trim_start_matches('v');
+    match installed.map(str::trim) {
+        Some(v) if v.trim_start_matches('v').starts_with(&format!("{minor}.")) => {
+            format!("v{}", v.trim_start_matches('v'))
         }
-        None => format!(
-            "stable-{}",
-            config.kubernetes_version.trim_start_matches('v')
-        ),
+        _ => format!("stable-{minor}"),
     }
 }
 
-/// The two YAML documents for `kubeadm init --config`. Holds no secret.
-pub fn init_configuration(config: &ClusterConfig) -> String {
+/// The two YAML documents for `kubeadm init --config`, for Kubernetes `version` (see
+/// [`kubernetes_version`]). Holds no secret.
+pub fn init_configuration(config: &ClusterConfig, version: &str) -> String {
     let master = &config.master;
     let init = serde_json::json!({
         "apiVersion": KUBEADM_API,
@@ -49,7 +53,7 @@ pub fn init_configuration(config: &ClusterConfig) -> String {
     let cluster = serde_json::json!({
         "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",
-        "kubernetesVersion": kubernetes_version(config),
+        "kubernetesVersion": version,
         "apiServer": {
             "certSANs": [master.ip.to_string(), master.name.as_str()],
         },
@@ -84,7 +88,7 @@ mod tests {
 
     #[test]
     fn init_configuration_carries_what_the_seed_passed_as_flags() {
-        let d = docs(&init_configuration(&config("")));
+        let d = docs(&init_configuration(&config(""), "v1.35.2"));
         assert_eq!(d.len(), 2);
         let (init, cluster) = (&d[0], &d[1]);
         assert_eq!(init["apiVersion"], "kubeadm.k8s.io/v1beta4");
@@ -106,12 +110,12 @@ mod tests {
         );
         assert_eq!(cluster["networking"]["podSubnet"], "10.244.0.0/16");
         assert_eq!(cluster["networking"]["serviceSubnet"], "10.96.0.0/12");
-        assert_eq!(cluster["kubernetesVersion"], "stable-1.35");
+        assert_eq!(cluster["kubernetesVersion"], "v1.35.2");
     }
 
     #[test]
     fn the_init_token_is_short_lived_and_holds_no_secret() {
-        let text = init_configuration(&config(""));
+        let text = init_configuration(&config(""), "v1.35.2");
         let d = docs(&text);
         let tokens = d[0]["bootstrapTokens"].as_array().unwrap();
         assert_eq!(tokens.len(), 1);
@@ -120,10 +124,12 @@ mod tests {
     }
 
     #[test]
-    fn a_pinned_package_version_pins_the_release() {
+    fn release_comes_from_the_pin_then_the_installed_kubeadm_then_the_minor() {
         let c = config("kubernetes: {version: \"1.34\", packageVersion: 1.34.2-1.1}\n");
-        assert_eq!(kubernetes_version(&c), "v1.34.2");
+        assert_eq!(kubernetes_version(&c, Some("v1.34.5")), "v1.34.2");
         let c = config("kubernetes: {version: \"1.33\"}\n");
-        assert_eq!(kubernetes_version(&c), "stable-1.33");
+        assert_eq!(kubernetes_version(&c, Some("v1.33.4\n")), "v1.33.4");
+        assert_eq!(kubernetes_version(&c, Some("v1.32.9")), "stable-1.33");
+        assert_eq!(kubernetes_version(&c, None), "stable-1.33");
     }
 }

@@ -29,6 +29,7 @@ const KUBEADM_MARKERS: &[&str] = &[
     kubeadm::CA_CERT,
     "etc/kubernetes/manifests/kube-apiserver.yaml",
     "var/lib/kubelet/config.yaml",
+    "var/lib/etcd/member",
 ];
 
 /// Files removed after `kubeadm reset`.
