@@ -38,7 +38,7 @@ impl ControlPlaneService {
             runner: Arc::new(SystemRunner),
             timing: InitTiming::default(),
             init_lock: Arc::default(),
-            cleanup_poll: Duration::from_secs(2),
+            cleanup_poll: Duration::from_secs(1),
         }
     }
 

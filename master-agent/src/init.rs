@@ -194,19 +194,23 @@ async fn fail(sink: &EventSink, step: &str, started: Instant, e: Error) -> Error
     e
 }
 
-/// Deletes the bootstrap token `kubeadm init` always creates: nodes join with tickets.
+/// Deletes the bootstrap token `kubeadm init` always creates (nodes join with tickets): right
+/// after a fresh init, every token Secret that is not a ticket's.
 async fn delete_init_token(client: &Client) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), tokens::NAMESPACE);
     let Ok(list) = secrets.list(&ListParams::default()).await else {
         return;
     };
     for s in list {
-        let ours = s.type_.as_deref() == Some(tokens::SECRET_TYPE)
-            && s.data
-                .as_ref()
-                .and_then(|d| d.get("description"))
-                .is_some_and(|d| d.0 == kubeadm_config::INIT_TOKEN_DESCRIPTION.as_bytes());
-        if let (true, Some(name)) = (ours, s.metadata.name.as_deref()) {
+        let ticket = s
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(tokens::NODE_LABEL));
+        if s.type_.as_deref() != Some(tokens::SECRET_TYPE) || ticket {
+            continue;
+        }
+        if let Some(name) = s.metadata.name.as_deref() {
             match secrets.delete(name, &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(secret = name, "deleted the kubeadm init token"),
                 Err(e) => {

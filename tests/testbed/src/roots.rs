@@ -94,6 +94,12 @@ pub fn build_root(template: &Path, dest: &Path, host: &HostInfo) -> io::Result<(
     if mirror.is_dir() {
         copy_tree(&mirror, &dest.join("srv/mirror"))?;
     }
+    // Calico's operator manifests (the simulated cluster's fixtures), where `cni.*` of
+    // tests/clusters/local.yaml points: file:///srv/mirror/calico/*.yaml.
+    let calico = Path::new(env!("CARGO_MANIFEST_DIR")).join("../simkube/fixtures/calico");
+    if calico.is_dir() {
+        copy_tree(&calico, &dest.join("srv/mirror/calico"))?;
+    }
     boot(dest)
 }
 
