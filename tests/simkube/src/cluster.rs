@@ -59,7 +59,8 @@ pub struct SimOptions {
     pub images: ImageTable,
     /// The CA (cert PEM, key PEM); generated when `None`.
     pub ca: Option<(String, String)>,
-    /// Controller resync tick.
+    /// Kubelet tick (start delays, back-off, heartbeats are checked this often); the
+    /// controllers' time-based checks run every 5 ticks.
     pub tick: Duration,
 }
 
@@ -193,10 +194,12 @@ impl SimCluster {
                 "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443, "protocol": "TCP"}]}}),
             &WriteOpts::default(),
         )?;
+        // controllers react to every change; their tick only drives time-based transitions
+        // (node grace, progress deadline), so it can be slower than the kubelets'
         tokio::spawn(controllers::run(
             c.api.clone(),
             c.ctrl.clone(),
-            c.opts.tick,
+            c.opts.tick * 5,
             c.stop.clone(),
         ));
         tokio::spawn(c.kubelets.clone().run(c.opts.tick, c.stop.clone()));
