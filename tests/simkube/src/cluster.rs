@@ -285,6 +285,13 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Removes a node: its kubelet stops and its Node object goes (its pods are then collected),
+    /// as after `kubeadm reset` and `kubectl delete node`.
+    pub fn deregister_node(&self, node: &str) {
+        self.kubelets.set_running(node, false);
+        self.api.force_remove("nodes", "", node);
+    }
+
     /// Starts a node's kubelet simulation (heartbeats, pods).
     pub fn start_kubelet(&self, node: &str) {
         self.kubelets.set_running(node, true);

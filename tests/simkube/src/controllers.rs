@@ -32,7 +32,44 @@ pub fn reconcile(api: &ApiServer, o: &ControllerOptions) {
     schedule(api);
     endpoints(api);
     garbage_collect(api);
+    pod_gc(api);
+    token_cleaner(api);
     bootstrap_signer(api, o);
+}
+
+/// The pod GC: pods bound to a node that no longer exists go.
+fn pod_gc(api: &ApiServer) {
+    let nodes: HashSet<String> = list(api, "nodes")
+        .iter()
+        .map(|n| name(n).to_string())
+        .collect();
+    for p in list(api, "pods") {
+        if let Some(n) = p["spec"]["nodeName"].as_str()
+            && !n.is_empty()
+            && !nodes.contains(n)
+        {
+            api.force_remove("pods", namespace(&p), name(&p));
+        }
+    }
+}
+
+/// The token cleaner: expired bootstrap-token Secrets are deleted.
+fn token_cleaner(api: &ApiServer) {
+    use base64::Engine;
+    for s in api.store.list("secrets", Some("kube-system")).0 {
+        if s["type"] != "bootstrap.kubernetes.io/token" {
+            continue;
+        }
+        let expired = s["data"]["expiration"]
+            .as_str()
+            .and_then(|e| base64::engine::general_purpose::STANDARD.decode(e).ok())
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|e| parse_time(&e))
+            .is_some_and(|t| t < SystemTime::now());
+        if expired {
+            api.force_remove("secrets", "kube-system", name(&s));
+        }
+    }
 }
 
 /// Runs the controllers until `stop`.

@@ -241,3 +241,47 @@ fn victim_order_deletes_unready_and_newer_pods_first() {
         .collect();
     assert_eq!(names, ["unscheduled", "unready", "newer", "old"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_of_a_removed_node_are_collected_and_expired_tokens_cleaned() {
+    let c = cluster(0.02, 2, true);
+    let client = c.kube_client();
+    let d: Api<Deployment> = Api::default_namespaced(client.clone());
+    d.patch(
+        "web",
+        &PatchParams::apply("t"),
+        &Patch::Apply(deployment("web", 2, "mongo:4.4")),
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let on_node2 = ListParams::default().fields("spec.nodeName=node-2");
+    eventually(20, "a pod on node-2", async || {
+        (!pods.list(&on_node2).await.ok()?.items.is_empty()).then_some(())
+    })
+    .await;
+    c.deregister_node("node-2");
+    eventually(20, "2 pods, all on node-1", async || {
+        let l = pods.list(&Default::default()).await.ok()?;
+        (l.items.len() == 2
+            && l.items
+                .iter()
+                .all(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some("node-1")))
+        .then_some(())
+    })
+    .await;
+    c.apply_object(json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
+        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef", "expiration": "2001-01-01T00:00:00Z"}}))
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "kube-system");
+    eventually(10, "expired token Secret deleted", async || {
+        secrets
+            .get_opt("bootstrap-token-abcdef")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
