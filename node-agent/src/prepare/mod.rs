@@ -107,6 +107,34 @@ impl StepError {
         }
     }
 
+    /// What the operator should do about a failed command or file (preflight problems already
+    /// carry their own remedy).
+    pub fn remedy(&self) -> Option<String> {
+        let again = "then run prepare again: it resumes where it stopped";
+        match self {
+            StepError::Command(ExecError::NotFound { .. }) => None,
+            StepError::Command(ExecError::Failed { argv, .. } | ExecError::Spawn { argv, .. }) => {
+                let program = argv.first().map(String::as_str).unwrap_or("");
+                Some(match program {
+                    "apt-get" | "apt-mark" | "dpkg-query" => format!(
+                        "check the host's network access to the package repositories and the repository lines in /etc/apt/sources.list.d (cluster.yaml packages.*), {again}"
+                    ),
+                    "curl" | "gpg" => format!(
+                        "check the key URL (cluster.yaml packages.*KeyUrl) and the host's network access, {again}"
+                    ),
+                    "systemctl" => {
+                        format!("see `systemctl status` and `journalctl -u` of the unit, {again}")
+                    }
+                    _ => format!("fix the cause shown above, {again}"),
+                })
+            }
+            StepError::File { .. } => Some(format!(
+                "check that the file system is writable and not full (the original file was left as it was), {again}"
+            )),
+            StepError::Unfit { .. } | StepError::NotConverged(_) => None,
+        }
+    }
+
     /// The failed command for the wire, when a command failed.
     pub fn command_failure(&self) -> Option<CommandFailure> {
         match self {
@@ -214,7 +242,10 @@ pub async fn run(host: &Host, steps: &[Box<dyn Step>], sink: &EventSink, plan: b
             }
             Err(e) => {
                 summary.failed = Some(name);
-                let message = e.to_string();
+                let message = match e.remedy() {
+                    Some(r) => format!("{e}; {r}"),
+                    None => e.to_string(),
+                };
                 sink.send(
                     name,
                     StepState::Failed,
@@ -381,6 +412,11 @@ mod tests {
         assert_eq!(cmd.argv, vec!["modprobe", "overlay"]);
         assert_eq!(cmd.exit_code, 1);
         assert!(cmd.stderr.contains("FATAL"));
+        assert!(
+            last.message.contains("run prepare again"),
+            "{}",
+            last.message
+        );
         assert!(
             !events.iter().any(|e| e.step == "container-runtime"),
             "the run stopped"

@@ -216,7 +216,7 @@ mod tests {
     async fn fit_host_passes_and_runs_nothing() {
         let w = World::new();
         fit(&w);
-        let c = Preflight.check(&master(&w, "127.77.5.10")).await.unwrap();
+        let c = Preflight.check(&master(&w, "127.85.5.10")).await.unwrap();
         assert!(c.is_ok());
         assert!(c.state.contains("2 CPUs"), "{}", c.state);
         assert!(w.runner.lines().is_empty());
@@ -232,9 +232,9 @@ mod tests {
         );
         w.write("proc/cpuinfo", b"processor\t: 0\n");
         w.write("proc/meminfo", b"MemTotal:        1014232 kB\n");
-        let busy = TcpListener::bind("127.77.5.11:6443").unwrap();
+        let busy = TcpListener::bind("127.85.5.11:6443").unwrap();
         let err = Preflight
-            .check(&master(&w, "127.77.5.11"))
+            .check(&master(&w, "127.85.5.11"))
             .await
             .unwrap_err();
         drop(busy);
@@ -248,7 +248,7 @@ mod tests {
             "Ubuntu 16.04.7 LTS is not supported",
             "1 CPU(s)",
             "990 MiB",
-            "port 6443 on 127.77.5.11 is not free",
+            "port 6443 on 127.85.5.11 is not free",
         ] {
             assert!(all.contains(want), "missing {want:?} in {all}");
         }
@@ -275,8 +275,8 @@ mod tests {
         let w = World::new();
         fit(&w);
         w.write("etc/kubernetes/kubelet.conf", b"x");
-        let busy = TcpListener::bind("127.77.5.12:10250").unwrap();
-        let c = Preflight.check(&master(&w, "127.77.5.12")).await;
+        let busy = TcpListener::bind("127.85.5.12:10250").unwrap();
+        let c = Preflight.check(&master(&w, "127.85.5.12")).await;
         drop(busy);
         assert!(c.unwrap().state.contains("held by this host's Kubernetes"));
     }
