@@ -400,6 +400,12 @@ impl ApiServer {
             _ => serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad(format!("the patch is not JSON: {e}")))?,
         };
+        let body_name = util::name(&patch);
+        if kind == PatchKind::Apply && !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
         if kind == PatchKind::Apply && opts.manager.is_empty() {
             return Err(ApiError::bad(
                 "PATCH of type application/apply-patch+yaml requires the fieldManager parameter",
@@ -414,7 +420,11 @@ impl ApiServer {
                 if util::name(&obj).is_empty() {
                     obj["metadata"]["name"] = json!(name);
                 }
-                let created = self.create(def, ns, obj, &WriteOpts::default())?;
+                let create_opts = WriteOpts {
+                    dry_run: opts.dry_run,
+                    ..WriteOpts::default()
+                };
+                let created = self.create(def, ns, obj, &create_opts)?;
                 // record ownership as Apply
                 let mut t = self.store.txn();
                 let mut managed = Managed::default();

@@ -207,3 +207,48 @@ async fn reapplying_the_same_configuration_keeps_the_resource_version() {
         again.metadata.resource_version
     );
 }
+
+#[tokio::test]
+async fn label_selected_watch_sees_an_object_leave_the_selection_as_deleted() {
+    let c = cluster(0.02, 0, true);
+    let api: Api<ConfigMap> = Api::default_namespaced(c.kube_client());
+    let cm = |n: &str, v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "labels": {"tier": v}}});
+    api.patch("x", &PatchParams::apply("t"), &Patch::Apply(cm("x", "web")))
+        .await
+        .unwrap();
+    let cfg = watcher::Config::default().labels("tier=web");
+    let mut stream = watcher(api.clone(), cfg).default_backoff().boxed();
+    loop {
+        if let watcher::Event::InitDone = stream.next().await.unwrap().unwrap() {
+            break;
+        }
+    }
+    api.patch("x", &PatchParams::apply("t"), &Patch::Apply(cm("x", "db")))
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let watcher::Event::Delete(o) = stream.next().await.unwrap().unwrap() {
+                return o;
+            }
+        }
+    })
+    .await
+    .expect("a Delete event");
+    assert_eq!(ev.metadata.labels.unwrap()["tier"], "db");
+    // dry-run creates nothing
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::apply("t")
+    };
+    api.patch("y", &dry, &Patch::Apply(cm("y", "web")))
+        .await
+        .unwrap();
+    assert!(api.get_opt("y").await.unwrap().is_none());
+    // the name in the body must be the one in the URL
+    let err = api
+        .patch("z", &PatchParams::apply("t"), &Patch::Apply(cm("x", "web")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 400));
+}
