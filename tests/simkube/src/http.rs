@@ -427,6 +427,9 @@ impl Server {
             force: q.get("force").is_some_and(|v| v == "true"),
             dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         };
+        if let Some(denied) = bootstrapper_denied(&user, &t, req.method()) {
+            return err(denied);
+        }
         if t.def.plural == "selfsubjectreviews" {
             return json_resp(
                 201,
@@ -752,6 +755,47 @@ impl Server {
             .body(BodyExt::boxed_unsync(StreamBody::new(stream)))
             .expect("response")
     }
+}
+
+/// The only thing simulated authorization restricts: a bootstrap token (group
+/// `system:bootstrappers`) may read the ConfigMaps and Nodes `kubeadm join` reads, and nothing
+/// else (the real RBAC kubeadm sets up grants about that). Every other authenticated user may do
+/// everything.
+fn bootstrapper_denied(user: &User, t: &Target, method: &Method) -> Option<ApiError> {
+    if !user.groups.iter().any(|g| g == "system:bootstrappers") {
+        return None;
+    }
+    let read = matches!(*method, Method::GET);
+    let ns = t.ns.as_deref().unwrap_or("");
+    let allowed = t.def.plural == "selfsubjectreviews"
+        || (read && t.def.plural == "configmaps" && matches!(ns, "kube-public" | "kube-system"))
+        || (read && t.def.plural == "nodes");
+    (!allowed).then(|| {
+        let verb = match (method.as_str(), t.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            (m, _) => m,
+        }
+        .to_lowercase();
+        let scope = if ns.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace \"{ns}\"")
+        };
+        let group = if t.def.group.is_empty() { "\"\"".to_string() } else { format!("\"{}\"", t.def.group) };
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group {group} {scope}",
+                t.def.plural, user.name, t.def.plural
+            ),
+        )
+    })
 }
 
 /// What a simulated container "printed": start-up lines, and the crash reason of a container

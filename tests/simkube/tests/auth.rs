@@ -112,6 +112,23 @@ async fn bootstrap_tokens_authenticate_only_while_their_secret_is_valid() {
     assert_eq!(user, "system:bootstrap:abcdef");
     assert!(groups.contains(&"system:bootstrappers".into()));
     assert!(groups.contains(&"system:bootstrappers:kubeadm:default-node-token".into()));
+    // a bootstrap token reads what kubeadm join reads, and nothing else
+    let get = |p: &str| http::Request::get(p).body(Vec::new()).unwrap();
+    c.apply_object(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kubeadm-config", "namespace": "kube-system"}, "data": {"a": "b"}}))
+        .unwrap();
+    ok.request::<Value>(get(
+        "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
+    ))
+    .await
+    .expect("kubeadm-config is readable");
+    match ok
+        .request::<Value>(get("/api/v1/namespaces/kube-system/secrets"))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403),
+        other => panic!("a bootstrap token listed secrets: {other:?}"),
+    }
     for bad in [
         "abcdef.ffffffffffffffff",
         "zzzzzz.0123456789abcdef",
