@@ -184,6 +184,8 @@ pub async fn bootstrap(
         }
     };
     let (api_tx, api_rx) = watch::channel(Api0::Pending);
+    // Hosts whose init or join went through: the ones to wait for.
+    let joined = Mutex::new(BTreeSet::from([config.master.name.to_string()]));
 
     let master = &config.master;
     let master_task = async {
@@ -213,6 +215,7 @@ pub async fn bootstrap(
         let mut api_rx = api_rx.clone();
         let report = report.clone();
         let record = &record;
+        let joined = &joined;
         async move {
             if !record(prepare(agents, node, &report).await) {
                 return;
@@ -232,7 +235,12 @@ pub async fn bootstrap(
                 Ok(ch) => WorkerClient::new(ch).join(v1::JoinRequest {}).await,
                 Err(e) => Err(tonic::Status::unavailable(format!("{e:#}"))),
             };
-            record(drain(node.name.as_str(), "join", resp, &report, |_| {}).await);
+            if record(drain(node.name.as_str(), "join", resp, &report, |_| {}).await) {
+                joined
+                    .lock()
+                    .expect("poisoned")
+                    .insert(node.name.to_string());
+            }
         }
     });
     let formed = tokio::time::timeout_at(
@@ -294,10 +302,12 @@ pub async fn bootstrap(
 
     // Every node Ready.
     let client = kubeconfig::client_from_bytes(&bytes).await?;
-    let ready = wait_ready(config, &client, deadline, opts.poll, &report).await;
+    let want = joined.into_inner().expect("poisoned");
+    let ready = wait_ready(&want, &client, deadline, opts.poll, &report).await;
     let mut o = outcome.lock().expect("poisoned");
     for h in config.hosts() {
-        if !ready.contains(h.name.as_str()) {
+        // Hosts that did not join have their failure recorded already.
+        if want.contains(h.name.as_str()) && !ready.contains(h.name.as_str()) {
             let msg = format!("not Ready after {:?}", start.elapsed());
             report(&event(
                 h.name.as_str(),
@@ -312,17 +322,16 @@ pub async fn bootstrap(
     Ok(o.clone())
 }
 
-/// Polls until every host of cluster.yaml is a Ready node or `deadline`; reports each once
-/// Ready. Returns the Ready ones.
+/// Polls until every node named in `want` is Ready or `deadline`; reports each once Ready.
+/// Returns the Ready ones.
 pub async fn wait_ready(
-    config: &ClusterConfig,
+    want: &BTreeSet<String>,
     client: &kube::Client,
     deadline: Instant,
     poll: Duration,
     report: &Reporter,
 ) -> BTreeSet<String> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let want: BTreeSet<String> = config.hosts().map(|h| h.name.to_string()).collect();
     let mut ready = BTreeSet::new();
     loop {
         if let Ok(list) = nodes.list(&ListParams::default()).await {
