@@ -81,7 +81,10 @@ pub async fn run(
 ) {
     let mut changed = api.store.changed.subscribe();
     loop {
-        reconcile(&api, &o);
+        // a controller bug must not silently stop every controller: log it and go on
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reconcile(&api, &o))).is_err() {
+            tracing::error!("a simulated controller panicked; continuing");
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = changed.changed() => {

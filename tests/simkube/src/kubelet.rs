@@ -248,7 +248,9 @@ impl Kubelets {
     pub async fn run(self: Arc<Self>, tick: Duration, stop: tokio_util::sync::CancellationToken) {
         let mut changed = self.api.store.changed.subscribe();
         loop {
-            self.step();
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step())).is_err() {
+                tracing::error!("the kubelet simulation panicked; continuing");
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = changed.changed() => tokio::time::sleep(Duration::from_millis(5)).await,
