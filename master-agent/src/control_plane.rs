@@ -1,7 +1,7 @@
 //! The `ControlPlane` service: init, join tickets, admin kubeconfig.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_proto::{JoinTicket, v1};
 use cluster_common::Identity;
@@ -26,8 +26,34 @@ pub struct ControlPlaneService {
     timing: InitTiming,
     /// One Init at a time.
     init_lock: Arc<tokio::sync::Mutex<()>>,
-    /// How often a ticket's clean-up task looks at its node.
+    /// How often the clean-up task looks at the nodes of pending tickets.
     cleanup_poll: Duration,
+    /// The admin client and CA pin, reused while admin.conf and ca.crt are unchanged.
+    access: Arc<std::sync::Mutex<Option<ClusterAccess>>>,
+    /// When the last sweep of leftover tokens started.
+    last_sweep: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Deletes each ticket's token once its node is Ready.
+    janitor: tokens::Janitor,
+}
+
+/// How often tickets trigger a sweep of leftover tokens (from an earlier agent run: the
+/// janitor handles this run's tickets).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// What a ticket needs from kubeadm's files, built once per content of admin.conf + ca.crt:
+/// one client means one connection pool to the API server for every ticket.
+#[derive(Clone)]
+struct ClusterAccess {
+    admin_conf: Arc<[u8]>,
+    ca: Arc<[u8]>,
+    client: kube::Client,
+    pin: agent_proto::CaCertHash,
+}
+
+impl std::fmt::Debug for ClusterAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterAccess").finish_non_exhaustive()
+    }
 }
 
 impl ControlPlaneService {
@@ -39,6 +65,9 @@ impl ControlPlaneService {
             timing: InitTiming::default(),
             init_lock: Arc::default(),
             cleanup_poll: Duration::from_secs(1),
+            access: Arc::default(),
+            last_sweep: Arc::default(),
+            janitor: tokens::Janitor::default(),
         }
     }
 
@@ -55,21 +84,64 @@ impl ControlPlaneService {
         self
     }
 
-    /// Mints a ticket for `node` (already authorised).
-    async fn ticket(&self, node: &str) -> Result<JoinTicket, Error> {
+    /// The admin client and CA pin: cached, rebuilt when kubeadm's files change (a reset and a
+    /// new init). The two small files are read on every call; `std::fs` on purpose: tokio::fs
+    /// would hand each read to a blocking thread, and a burst of tickets would start hundreds.
+    async fn access(&self) -> Result<(kube::Client, agent_proto::CaCertHash), Error> {
         let root = &self.ctx.root;
-        let endpoint = self.ctx.config.api_server_endpoint();
-        let client = kube_client::admin_client(root).await?;
-        kube_client::api_up(&client, &endpoint).await?;
+        let admin_path = kubeadm::host_path(root, kubeadm::ADMIN_CONF);
+        let admin_conf = match std::fs::read(&admin_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotInitialised { path: admin_path });
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    what: format!("read {}", admin_path.display()),
+                    source,
+                });
+            }
+        };
         let ca_path = kubeadm::host_path(root, kubeadm::CA_CERT);
-        let ca = tokio::fs::read(&ca_path).await.map_err(|e| Error::CaCert {
+        let ca = std::fs::read(&ca_path).map_err(|e| Error::CaCert {
             path: ca_path.clone(),
             problem: e.to_string(),
         })?;
+        if let Some(a) = self.access.lock().expect("access lock").as_ref()
+            && *a.admin_conf == *admin_conf
+            && *a.ca == *ca
+        {
+            return Ok((a.client.clone(), a.pin.clone()));
+        }
         let pin = tokens::ca_pin(&ca).map_err(|problem| Error::CaCert {
             path: ca_path,
             problem,
         })?;
+        let client = kube_client::admin_client(root).await?;
+        *self.access.lock().expect("access lock") = Some(ClusterAccess {
+            admin_conf: admin_conf.into(),
+            ca: ca.into(),
+            client: client.clone(),
+            pin: pin.clone(),
+        });
+        Ok((client, pin))
+    }
+
+    /// Whether a sweep of leftover tokens is due (and marks it started).
+    fn sweep_due(&self) -> bool {
+        let mut last = self.last_sweep.lock().expect("sweep lock");
+        if last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Mints a ticket for `node` (already authorised).
+    async fn ticket(&self, node: &str) -> Result<JoinTicket, Error> {
+        let endpoint = self.ctx.config.api_server_endpoint();
+        let (client, pin) = self.access().await?;
+        kube_client::api_up(&client, &endpoint).await?;
         let existing = Api::<Node>::all(client.clone())
             .get_opt(node)
             .await
@@ -80,19 +152,19 @@ impl ControlPlaneService {
         if existing.as_ref().is_some_and(tokens::node_ready) {
             return Err(Error::AlreadyJoined(node.to_string()));
         }
-        if let Err(e) = tokens::sweep(&client).await {
-            tracing::warn!("cannot clean up old join tokens: {e}");
+        if self.sweep_due() {
+            let client = client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = tokens::sweep(&client).await {
+                    tracing::warn!("cannot clean up old join tokens: {e}");
+                }
+            });
         }
         let (token, expires_at) =
             tokens::mint(&client, node, self.ctx.config.join.ticket_ttl).await?;
         tracing::info!(node, token = %token, "minted a join ticket");
-        tokio::spawn(tokens::delete_when_ready(
-            client,
-            node.to_string(),
-            token.id().to_string(),
-            expires_at,
-            self.cleanup_poll,
-        ));
+        self.janitor
+            .watch(&client, node, token.id(), expires_at, self.cleanup_poll);
         Ok(JoinTicket {
             api_server_endpoint: endpoint,
             token,

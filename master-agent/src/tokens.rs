@@ -2,7 +2,8 @@
 //! itself would create (so the API server authenticates it and the cluster-info JWS signer signs
 //! it), the CA pin of the cluster CA, and the clean-up of tokens whose node is Ready.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use agent_proto::{BootstrapToken, CaCertHash};
@@ -142,13 +143,28 @@ fn expiration(secret: &Secret) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(std::str::from_utf8(&raw.0).ok()?).ok()
 }
 
+/// Names of the nodes that are Ready (one LIST).
+async fn ready_nodes(client: &Client) -> Result<HashSet<String>, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    Ok(nodes
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(node_ready)
+        .filter_map(|n| n.metadata.name)
+        .collect())
+}
+
 /// Deletes the ticket tokens whose node is Ready or which expired. Returns how many.
 pub async fn sweep(client: &Client) -> Result<usize, kube::Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let nodes: Api<Node> = Api::all(client.clone());
     let list = secrets
         .list(&ListParams::default().labels(NODE_LABEL))
         .await?;
+    if list.items.is_empty() {
+        return Ok(0);
+    }
+    let ready = ready_nodes(client).await?;
     let mut deleted = 0;
     for s in list {
         let Some(name) = s.metadata.name.clone() else {
@@ -162,8 +178,7 @@ pub async fn sweep(client: &Client) -> Result<usize, kube::Error> {
             .cloned()
             .unwrap_or_default();
         let expired = expiration(&s).is_none_or(|e| e <= SystemTime::now());
-        let ready = !expired && nodes.get_opt(&node).await?.as_ref().is_some_and(node_ready);
-        if expired || ready {
+        if expired || ready.contains(&node) {
             match secrets.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => deleted += 1,
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -175,32 +190,104 @@ pub async fn sweep(client: &Client) -> Result<usize, kube::Error> {
     Ok(deleted)
 }
 
-/// Waits (polling) until `node` is Ready or the token expired, then deletes the token Secret.
-pub async fn delete_when_ready(
-    client: Client,
-    node: String,
-    token_id: String,
-    expires: SystemTime,
-    poll: Duration,
-) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let nodes: Api<Node> = Api::all(client);
-    let name = format!("bootstrap-token-{token_id}");
-    loop {
-        if SystemTime::now() >= expires {
-            break;
-        }
-        if let Ok(Some(n)) = nodes.get_opt(&node).await
-            && node_ready(&n)
-        {
-            break;
-        }
-        tokio::time::sleep(poll).await;
+/// Deletes each ticket's token Secret once its node is Ready or the token expired. One task
+/// serves every pending ticket with one node LIST per poll (not a poller per ticket: a
+/// thousand nodes joining at once would cost a thousand GETs per poll), and ends when nothing
+/// is pending.
+#[derive(Debug, Clone, Default)]
+pub struct Janitor {
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Secret name → (node, expiry).
+    tokens: HashMap<String, (String, SystemTime)>,
+    /// The newest admin client (a re-initialised cluster gets a new one).
+    client: Option<Client>,
+    running: bool,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("tokens", &self.tokens.len())
+            .field("running", &self.running)
+            .finish_non_exhaustive()
     }
-    match secrets.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => tracing::info!(node, secret = name, "deleted join token"),
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => tracing::warn!(node, secret = name, "cannot delete join token: {e}"),
+}
+
+impl Janitor {
+    /// Deletes `token_id`'s Secret once `node` is Ready or at `expires`, looking every `poll`.
+    pub fn watch(
+        &self,
+        client: &Client,
+        node: &str,
+        token_id: &str,
+        expires: SystemTime,
+        poll: Duration,
+    ) {
+        let mut p = self.pending.lock().expect("janitor lock");
+        p.tokens.insert(
+            format!("bootstrap-token-{token_id}"),
+            (node.to_string(), expires),
+        );
+        p.client = Some(client.clone());
+        if !p.running {
+            p.running = true;
+            tokio::spawn(self.clone().run(poll));
+        }
+    }
+
+    async fn run(self, poll: Duration) {
+        loop {
+            let Some(client) = self.pending.lock().expect("janitor lock").client.clone() else {
+                break;
+            };
+            let ready = match ready_nodes(&client).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("cannot list nodes to clean up join tokens: {e}");
+                    HashSet::new()
+                }
+            };
+            let now = SystemTime::now();
+            let due: Vec<(String, String)> = self
+                .pending
+                .lock()
+                .expect("janitor lock")
+                .tokens
+                .iter()
+                .filter(|(_, (node, expires))| *expires <= now || ready.contains(node))
+                .map(|(name, (node, _))| (name.clone(), node.clone()))
+                .collect();
+            let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
+            for (name, node) in due {
+                match secrets.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => tracing::info!(node, secret = name, "deleted join token"),
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        tracing::warn!(node, secret = name, "cannot delete join token: {e}");
+                        continue;
+                    }
+                }
+                self.pending
+                    .lock()
+                    .expect("janitor lock")
+                    .tokens
+                    .remove(&name);
+            }
+            {
+                let mut p = self.pending.lock().expect("janitor lock");
+                if p.tokens.is_empty() {
+                    p.running = false;
+                    p.client = None;
+                    return;
+                }
+            }
+            tokio::time::sleep(poll).await;
+        }
+        self.pending.lock().expect("janitor lock").running = false;
     }
 }
 

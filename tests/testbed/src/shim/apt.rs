@@ -562,6 +562,7 @@ fn print_reading() {
 }
 
 fn install(ctx: &mut Ctx, pkgs: &[String], flags: &Flags) -> i32 {
+    super::simulated_delay("apt-install");
     print_reading();
     let avail = available(ctx);
     let mut plan: Vec<(String, String)> = Vec::new();

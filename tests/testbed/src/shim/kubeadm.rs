@@ -436,6 +436,7 @@ fn start_kubelet(ctx: &mut Ctx) -> bool {
 }
 
 fn init(ctx: &mut Ctx, args: &[String]) -> Res<()> {
+    super::simulated_delay("kubeadm-init");
     let docs = match flag_value(args, "--config") {
         Some(p) => read_config(ctx, &p)?,
         None => Docs::default(),
@@ -731,6 +732,7 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 }
 
 fn join(ctx: &mut Ctx, args: &[String]) -> Res<()> {
+    super::simulated_delay("kubeadm-join");
     let docs = match flag_value(args, "--config") {
         Some(p) => read_config(ctx, &p)?,
         None => Docs::default(),

@@ -33,6 +33,36 @@ pub const ENV_BIN: &str = "TESTBED_BIN";
 pub const ENV_LOG: &str = "TESTBED_SHIM_LOG";
 /// State directory of the harness (holds `control.sock`).
 pub const ENV_STATE: &str = "TESTBED_STATE";
+/// Simulated durations of the slow host steps, passed from the harness's environment to the
+/// shims (benchmarks): `apt-install=3s,kubeadm-init=5s,kubeadm-join=2s` (`s` or `ms`). Unset:
+/// no delay.
+pub const ENV_DELAYS: &str = "TESTBED_DELAYS";
+
+/// Sleeps as long as [`ENV_DELAYS`] says step `name` takes.
+pub fn simulated_delay(name: &str) {
+    let Ok(spec) = std::env::var(ENV_DELAYS) else {
+        return;
+    };
+    let delay = spec.split(',').find_map(|item| {
+        let (k, v) = item.split_once('=')?;
+        if k.trim() != name {
+            return None;
+        }
+        let v = v.trim();
+        match v.strip_suffix("ms") {
+            Some(ms) => ms.parse().ok().map(std::time::Duration::from_millis),
+            None => v
+                .strip_suffix('s')
+                .unwrap_or(v)
+                .parse()
+                .ok()
+                .map(std::time::Duration::from_secs_f64),
+        }
+    });
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+    }
+}
 
 /// Tools every Ubuntu host has.
 pub const BASE_TOOLS: &[&str] = &[
@@ -118,6 +148,13 @@ pub fn host_env(
         (ENV_LOG.into(), s(log)),
         (ENV_STATE.into(), s(state)),
     ]
+    .into_iter()
+    .chain(
+        std::env::var(ENV_DELAYS)
+            .ok()
+            .map(|d| (ENV_DELAYS.into(), d)),
+    )
+    .collect()
 }
 
 /// Creates the shim directory: base tools, plus the tools of packages already installed in the
