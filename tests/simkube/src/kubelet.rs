@@ -153,6 +153,9 @@ struct PodRun {
     /// The resourceVersion this kubelet last saw or wrote while the pod was steady (running,
     /// ready, nothing scheduled): an unchanged pod is skipped.
     steady_rv: Option<String>,
+    /// When the container last exited (its state shows `terminated` for a moment, then
+    /// `waiting: CrashLoopBackOff`, as kubectl's STATUS `Error` → `CrashLoopBackOff`).
+    exited_at: Option<Instant>,
 }
 
 /// The simulated state of one node.
@@ -532,6 +535,7 @@ impl Kubelets {
                     run.started_at_s.clone(),
                     now(),
                 ));
+                run.exited_at = Some(now_i);
                 run.backoff_until =
                     Some(now_i + self.d(Duration::from_secs(backoff_secs(run.restarts))));
                 let msg = format!(
@@ -578,7 +582,16 @@ impl Kubelets {
             st["startTime"] = json!(now());
         }
         st["qosClass"] = json!("BestEffort");
-        let state = if let Some((reason, msg)) = &waiting {
+        let just_exited = run
+            .exited_at
+            .is_some_and(|t| now_i < t + self.d(Duration::from_secs(1)));
+        let state = if let (true, Some((code, reason, started, finished))) = (
+            just_exited && waiting.as_ref().is_some_and(|w| w.0 == "CrashLoopBackOff"),
+            &run.last_exit,
+        ) {
+            json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": started,
+                "finishedAt": finished, "containerID": format!("containerd://{uid}-{}", run.restarts)}})
+        } else if let Some((reason, msg)) = &waiting {
             let mut w = json!({"reason": reason});
             if !msg.is_empty() {
                 w["message"] = json!(msg);
