@@ -1263,9 +1263,27 @@ pub fn event(
         n => n,
     };
     let ts = now();
+    // one Event per (object, reason, message, source), counted, as the real recorder aggregates
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!(
+        "{}/{reason}/{message}/{component}/{host}",
+        util::s(&obj["metadata"], "uid")
+    )
+    .bytes()
+    {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let ename = format!("{}.{h:016x}", name(obj));
     let mut t = api.store.txn();
+    if let Some(cur) = t.get("events", ns, &ename) {
+        let mut e = (*cur).clone();
+        e["count"] = json!(e["count"].as_i64().unwrap_or(1) + 1);
+        e["lastTimestamp"] = json!(ts);
+        t.put("events", ns, &ename, e);
+        return;
+    }
     let uid = t.new_uid();
-    let ename = format!("{}.{}", name(obj), &uid.replace('-', "")[..16]);
     let mut source = json!({"component": component});
     if !host.is_empty() {
         source["host"] = json!(host);

@@ -536,8 +536,11 @@ impl Kubelets {
                     now(),
                 ));
                 run.exited_at = Some(now_i);
-                run.backoff_until =
-                    Some(now_i + self.d(Duration::from_secs(backoff_secs(run.restarts))));
+                // a floor keeps delay_scale 0 from restarting in a busy loop
+                let backoff = self
+                    .d(Duration::from_secs(backoff_secs(run.restarts)))
+                    .max(Duration::from_millis(20));
+                run.backoff_until = Some(now_i + backoff);
                 let msg = format!(
                     "Back-off restarting failed container {cname} in pod {pname}_{ns}({uid})"
                 );
