@@ -10,7 +10,7 @@
 //! Failed steps are also explained on stderr, with the failed command and its stderr.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use agent_proto::{StepEvent, StepState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -144,10 +144,11 @@ impl Progress {
         }
         match &mut self.mode {
             Mode::Json => {
-                let line = serde_json::to_string(&EventJson::from(e)).unwrap_or_default();
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                // println! is line-buffered: each event reaches a pipe as it happens.
+                println!(
+                    "{}",
+                    serde_json::to_string(&EventJson::from(e)).unwrap_or_default()
+                );
             }
             Mode::Yaml => {
                 let doc = serde_yaml_ng::to_string(&EventJson::from(e)).unwrap_or_default();

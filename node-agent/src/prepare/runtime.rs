@@ -86,7 +86,27 @@ pub fn with_systemd_cgroup(default: &str) -> Result<String, String> {
             .ok_or_else(|| format!("containerd config: {key} is not a table"))?;
     }
     table.set_implicit(false);
-    table.insert("SystemdCgroup", value(true));
+    match table.get_mut("SystemdCgroup").and_then(Item::as_value_mut) {
+        Some(v) => {
+            // Keep the line's layout; only the value changes.
+            let decor = v.decor().clone();
+            *v = true.into();
+            *v.decor_mut() = decor;
+        }
+        None => {
+            // Indent like the other keys of the table.
+            let indent = table
+                .iter()
+                .next()
+                .and_then(|(k, _)| table.key(k))
+                .and_then(|k| k.leaf_decor().prefix().and_then(|p| p.as_str()))
+                .map(str::to_string);
+            table.insert("SystemdCgroup", value(true));
+            if let (Some(indent), Some(mut key)) = (indent, table.key_mut("SystemdCgroup")) {
+                key.leaf_decor_mut().set_prefix(indent);
+            }
+        }
+    }
     Ok(doc.to_string())
 }
 
@@ -306,6 +326,10 @@ root = '/var/lib/containerd'
         assert!(out.contains("SystemdCgroup = true"), "{out}");
         assert!(!out.contains("SystemdCgroup = false"), "{out}");
         assert!(out.contains("BinaryName = \"\""), "other keys kept: {out}");
+        assert!(
+            out.contains("\n            SystemdCgroup = true\n"),
+            "layout kept: {out}"
+        );
         let doc: DocumentMut = out.parse().unwrap();
         assert_eq!(
             doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"]["options"]

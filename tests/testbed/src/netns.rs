@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -57,10 +58,18 @@ impl Network {
             .map(|d| Ipv4Addr::new(o[0], o[1], o[2], d))
             .find(|a| !ips.contains(a))
             .ok_or("no free address for the bridge")?;
-        // Unique per testbed (several may run in one test process): names stay within IFNAMSIZ.
+        cleanup_stale();
+        // Unique per testbed (several may run in one test process) and naming the owner pid, so
+        // leftovers of a killed run can be recognised; names stay within IFNAMSIZ (15).
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 100;
-        let tag = (std::process::id() % 10_000) * 100 + n;
+        let tag = format!("{}x{n}", std::process::id());
+        if let Some(dev) = subnet_in_use(gateway) {
+            return Err(format!(
+                "{}/24 is already routed via {dev}; use another subnet for this testbed",
+                gateway
+            ));
+        }
         let mut net = Network {
             bridge: format!("tbbr{tag}"),
             hosts: HashMap::new(),
@@ -70,9 +79,9 @@ impl Network {
             ip(&["addr", "add", &format!("{gateway}/24"), "dev", &net.bridge])?;
             ip(&["link", "set", &net.bridge, "up"])?;
             for (i, h) in config.hosts().enumerate() {
-                let ns = format!("tb{tag}-{}", h.name);
-                let veth = format!("tbv{tag}h{i}");
-                let peer = format!("tbp{tag}h{i}");
+                let ns = format!("tb-{tag}-{}", h.name);
+                let veth = format!("tv{tag}h{i}");
+                let peer = format!("tp{tag}h{i}");
                 ip(&["netns", "add", &ns])?;
                 net.hosts
                     .insert(h.name.to_string(), (ns.clone(), veth.clone()));
@@ -156,6 +165,53 @@ impl Network {
     /// Deletes the namespaces (their veths go with them) and the bridge.
     pub fn destroy(self) {
         self.destroy_ref();
+    }
+}
+
+/// Whether an interface already has an address in the /24 of `addr` (a leftover bridge would
+/// swallow the traffic).
+fn subnet_in_use(addr: Ipv4Addr) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .ok()?;
+    let o = addr.octets();
+    let prefix = format!("{}.{}.{}.", o[0], o[1], o[2]);
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && f[3].starts_with(&prefix)).then(|| f[1].to_string())
+    })
+}
+
+/// The owner pid in a testbed name (`tb-<pid>x<n>-<host>`, `tbbr<pid>x<n>`).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix("tbbr")
+        .or_else(|| name.strip_prefix("tb-"))?;
+    rest.split('x').next()?.parse().ok()
+}
+
+/// Deletes namespaces and bridges left by testbeds whose process is gone (a killed test run).
+fn cleanup_stale() {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = l.split_whitespace().next().unwrap_or("");
+            if owner_pid(name).is_some_and(|p| !alive(p)) {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+    }
+    if let Ok(out) = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+    {
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = l.split(':').nth(1).unwrap_or("").trim();
+            if owner_pid(name).is_some_and(|p| !alive(p)) {
+                let _ = ip(&["link", "del", name]);
+            }
+        }
     }
 }
 

@@ -234,6 +234,12 @@ fn netns_host_cut_off_cannot_reach_the_master_until_restored() {
         println!("SKIP: netns test needs root and the ip tool");
         return;
     }
+    // Leftovers of a killed run (owner pid gone) are removed when a testbed comes up.
+    let stale = "tb-9999999x0-ghost";
+    Command::new("ip")
+        .args(["netns", "add", stale])
+        .status()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = cluster(dir.path(), "10.77.0", 50172);
     let state = dir.path().join("state");
@@ -267,6 +273,11 @@ fn netns_host_cut_off_cannot_reach_the_master_until_restored() {
         assert!(Instant::now() < deadline, "node-1 reaches the master again");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(stale),
+        "stale namespace removed"
+    );
     let ns = tb.netns_name("node-1").unwrap();
     let needle = state.display().to_string();
     drop(tb);

@@ -2,13 +2,15 @@
 //! harness, shim tools), driven in-process through `ctl::prepare`. Every file the steps own is
 //! checked, a second prepare must run nothing that mutates (from the shim logs), a host whose
 //! template fails preflight stops with every problem listed and nothing changed, and an agent
-//! killed in the middle of prepare converges after a restart.
+//! killed in the middle of prepare converges after a restart; a plan changes nothing.
 //! Addresses 127.86.n.x, agent port 50800+n, unique per test.
 
 use std::time::Duration;
 
 use agent_proto::{StepEvent, StepState};
 use cluster_common::config::ClusterConfig;
+use ctl::output::Format;
+use ctl::progress::Progress;
 use futures::StreamExt;
 use node_agent::prepare::{is_mutating, swap};
 use testbed::roots::{self, Variant};
@@ -222,15 +224,15 @@ async fn three_hosts_are_prepared_and_a_second_prepare_mutates_nothing() {
         .hosts()
         .map(|h| w.tb.shim_log(h.name.as_str()).len())
         .collect();
-    let second = w.prepare(&[]).await;
-    assert!(
-        finals(&second)
-            .iter()
-            .all(|e| e.state == StepState::Unchanged),
-        "{}",
-        describe(&second)
-    );
-    assert_eq!(finals(&second).len(), 18);
+    // The second run through what `ctl prepare -o json` runs.
+    let hosts: Vec<_> = w.config.hosts().cloned().collect();
+    let names: Vec<String> = hosts.iter().map(|h| h.name.to_string()).collect();
+    let mut progress = Progress::with_terminal(&names, Format::Json, false);
+    let outcomes = ctl::prepare::run(&w.agents, &hosts, false, &mut progress).await;
+    assert!(progress.finish().is_empty());
+    for o in &outcomes {
+        assert_eq!((o.changed, o.unchanged, o.failed), (0, 6, false), "{o:?}");
+    }
     for (h, n) in w.config.hosts().zip(before) {
         let calls = w.tb.shim_log(h.name.as_str());
         let mutating: Vec<String> = calls[n..]
@@ -299,10 +301,35 @@ async fn host_failing_preflight_lists_every_problem_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn agent_killed_in_the_middle_of_prepare_converges_after_restart() {
+async fn plan_changes_nothing_and_an_agent_killed_mid_prepare_converges_after_restart() {
     let w = tokio::task::spawn_blocking(|| up(3, UpOptions::default()))
         .await
         .unwrap();
+    // A plan on node-2 reports what would change and changes nothing.
+    let fstab = w.read("node-2", "etc/fstab");
+    let mut plan = ctl::prepare::stream(&w.agents, w.config.host("node-2").unwrap(), true)
+        .await
+        .unwrap();
+    let mut planned = Vec::new();
+    while let Some(e) = plan.next().await {
+        planned.push(e.unwrap());
+    }
+    let would: Vec<&StepEvent> = finals(&planned)
+        .into_iter()
+        .filter(|e| e.state == StepState::Changed)
+        .collect();
+    assert_eq!(would.len(), 5, "{}", describe(&planned));
+    assert!(
+        would
+            .iter()
+            .all(|e| e.planned && e.message.starts_with("would "))
+    );
+    assert_eq!(w.read("node-2", "etc/fstab"), fstab);
+    assert!(
+        w.tb.shim_log("node-2").iter().all(|c| !c.changed),
+        "a plan changed something"
+    );
+
     let node = w.config.host("node-1").unwrap().clone();
     let mut s = ctl::prepare::stream(&w.agents, &node, false).await.unwrap();
     let mut seen = Vec::new();
