@@ -467,11 +467,12 @@ impl World {
                 ));
             }
             if let Some(existing) = run.sim.api.store.get("nodes", "", &node)
-                && simkube::controllers::node_ready(&existing) {
-                    return Err(format!(
-                        "a Node with name \"{node}\" and status \"Ready\" already exists in the cluster. You must delete the existing Node or change the name of this new joining Node"
-                    ));
-                }
+                && simkube::controllers::node_ready(&existing)
+            {
+                return Err(format!(
+                    "a Node with name \"{node}\" and status \"Ready\" already exists in the cluster. You must delete the existing Node or change the name of this new joining Node"
+                ));
+            }
             let ca_crt = run.sim.ca().cert_pem.clone();
             if req
                 .get("discover_only")
