@@ -86,9 +86,14 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// `12.3 ms`.
+/// `12.3 ms` (`0.12 ms` below a millisecond).
 pub fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    let m = d.as_secs_f64() * 1000.0;
+    if m < 1.0 {
+        format!("{m:.2} ms")
+    } else {
+        format!("{m:.1} ms")
+    }
 }
 
 /// `1.23 s`.
