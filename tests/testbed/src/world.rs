@@ -226,9 +226,10 @@ impl World {
         std_listener
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
-        let minor = req.get("minor").and_then(Value::as_u64).unwrap_or(33) as u32;
+        // The simulated API server keeps simkube's default version whatever kubeadm deploys:
+        // the installed kubectl dispatcher picks its client by the server's minor, and only the
+        // clients simkube speaks (JSON, not protobuf) must be chosen.
         let mut opts = SimOptions {
-            version: (1, minor),
             delay_scale: self.delay_scale,
             heartbeat: Duration::from_millis(500),
             node_grace: Duration::from_secs(5),
