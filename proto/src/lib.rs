@@ -436,7 +436,8 @@ mod tests {
 
     #[test]
     fn malformed_tickets_are_refused_naming_the_field() {
-        let cases: Vec<(fn(&mut v1::JoinTicket), &str)> = vec![
+        type Mutation = fn(&mut v1::JoinTicket);
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 |t| t.token = "ABCDEF.0123456789abcdef".into(),
                 "JoinTicket.token",
