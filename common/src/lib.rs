@@ -11,6 +11,7 @@
 //! Nothing here changes the host: it reads the config and PKI files it is pointed at.
 
 pub mod config;
+pub mod fsutil;
 pub mod identity;
 pub mod manifest;
 pub mod pki;

@@ -11,7 +11,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::agents::Agents;
-use crate::fsutil::write_atomic;
+use cluster_common::fsutil::write_atomic;
 
 /// The admin kubeconfig (YAML bytes; secret) from the master agent.
 pub async fn fetch(config: &ClusterConfig, agents: &Agents) -> anyhow::Result<Vec<u8>> {

@@ -12,7 +12,6 @@ pub mod agents;
 pub mod bootstrap;
 pub mod deploy;
 pub mod facts;
-pub mod fsutil;
 pub mod get;
 pub mod kube;
 pub mod kubeconfig;

@@ -16,7 +16,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::fsutil::write_atomic;
+use cluster_common::fsutil::write_atomic;
 
 /// How long the CA is valid.
 const CA_VALIDITY: Duration = Duration::days(3650);

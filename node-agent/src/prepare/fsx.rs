@@ -58,27 +58,8 @@ pub fn replace(
         Ok(m) => m.permissions().mode() & 0o7777,
         Err(_) => mode,
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| StepError::file(path, "create a temporary file next to", e))?;
-    let write = (|| {
-        fill(tmp.as_file_mut())?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
-        tmp.as_file().sync_all()
-    })();
-    write.map_err(|e| StepError::file(path, "write", e))?;
-    tmp.persist(path)
-        .map_err(|e| StepError::file(path, "rename into place", e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    cluster_common::fsutil::write_atomic_with(path, mode, fill)
+        .map_err(|e| StepError::file(path, "write", e))?;
     Ok(())
 }
 
